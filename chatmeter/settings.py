@@ -1,0 +1,69 @@
+"""One settings object for every process: CHATMETER_* environment variables and .env."""
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHATMETER_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    admin_token: str = "change-me-admin-token"
+    provider: str = Field(default="simulated", pattern="^(simulated|openai|anthropic)$")
+    # SQLite under the data dir by default; any SQLAlchemy URL (postgresql+psycopg://...) works.
+    database_url: str | None = None
+    # An operator's catalog overriding the shipped one; reloaded on change and by the admin endpoint.
+    catalog_path: Path | None = None
+    writer_id: str = "api"
+    request_timeout_s: float = 120.0
+    max_body_bytes: int = 1_048_576
+    max_tokens_cap: int = 1_000_000
+    idempotency_ttl_h: float = 24.0
+    # The event log: group commit with fsync, rolled into Parquet by size or age.
+    wal_roll_bytes: int = 16 * 1024 * 1024
+    wal_roll_age_s: float = 5.0
+    # How often the API looks for a new limit snapshot and catalog file change.
+    reload_interval_s: float = 1.0
+    auth_cache_ttl_s: float = 5.0
+    grace_days: int = 14
+    transcript_retention_days: int = 30
+    simulated_latency_ms: float = 0.0
+
+    @cached_property
+    def events_dir(self) -> Path:
+        return self.data_dir / "events"
+
+    @cached_property
+    def transcripts_dir(self) -> Path:
+        return self.data_dir / "transcripts"
+
+    @cached_property
+    def wal_dir(self) -> Path:
+        return self.data_dir / "wal"
+
+    @cached_property
+    def snapshots_dir(self) -> Path:
+        return self.data_dir / "snapshots"
+
+    @cached_property
+    def invoices_dir(self) -> Path:
+        return self.data_dir / "invoices"
+
+    @cached_property
+    def catalog_dir(self) -> Path:
+        return self.data_dir / "catalog"
+
+    @cached_property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def metadata_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'metadata.db').resolve()}"
+
+
+def get_settings() -> Settings:
+    return Settings()
