@@ -300,7 +300,9 @@ class Store:
 
     # --- API keys ---
 
-    def create_api_key(self, tenant_id: str, name: str = "default", *, at: datetime | None = None) -> tuple[ApiKey, str]:
+    def create_api_key(
+        self, tenant_id: str, name: str = "default", *, at: datetime | None = None
+    ) -> tuple[ApiKey, str]:
         secret = new_secret("cm_live")
         key_id = new_id("key")
         with self.engine.begin() as con:
@@ -325,7 +327,9 @@ class Store:
 
     def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
         with self.engine.connect() as con:
-            rows = con.execute(select(api_keys).where(api_keys.c.tenant_id == tenant_id).order_by(api_keys.c.created_at))
+            rows = con.execute(
+                select(api_keys).where(api_keys.c.tenant_id == tenant_id).order_by(api_keys.c.created_at)
+            )
             return [_row(ApiKey, r) for r in rows]
 
     def revoke_api_key(self, tenant_id: str, key_id: str) -> bool:

@@ -1,0 +1,256 @@
+"""Admission: holds against live counters, so no request can push a window past its hard limit.
+
+For each applicable (meter, window, scope): used = snapshot.used (up to its watermark) + live events after
+the watermark + open holds. A request holds `input bound + max_tokens` tokens (and its request, credits and
+embedding tokens); where that does not fit but the input does, max_tokens is clamped to the headroom; where
+the input alone does not fit, it is refused. Settling replaces the hold with the actual usage. Everything
+here runs synchronously on the event loop, so check-and-hold is atomic on one instance.
+"""
+
+import heapq
+import itertools
+import logging
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from chatmeter.catalog import Catalog, Limit, Plan
+from chatmeter.windows import Window, billing_month, day_window
+
+log = logging.getLogger(__name__)
+
+Num = int | Decimal
+# (tenant_id, scope, scope_id, meter, window, window_start as epoch seconds)
+CounterKey = tuple[str, str, str, str, str, int]
+SCOPES = ("tenant", "end_user", "key")
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Who a call is metered against."""
+
+    tenant_id: str
+    api_key_id: str
+    end_user_id: str  # "" when the caller named none: anonymous users share one bucket
+
+    def scope_id(self, scope: str) -> str:
+        return {"tenant": self.tenant_id, "end_user": self.end_user_id, "key": self.api_key_id}[scope]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A hard limit in force for one counter."""
+
+    limit: Limit
+    window: Window
+    key: CounterKey
+    hard: Num
+
+
+@dataclass(slots=True)
+class Refusal:
+    rule: Rule
+    used: Num
+    requested: Num
+
+    @property
+    def code(self) -> str:
+        return f"{self.rule.limit.meter}_{self.rule.limit.window}_limit"
+
+
+@dataclass(slots=True)
+class Hold:
+    hold_id: int
+    amounts: dict[CounterKey, Num]
+    expires_at: float
+    max_tokens: int
+    clamped: bool
+
+
+@dataclass(slots=True)
+class _Retained:
+    seq: int
+    contributions: list[tuple[CounterKey, Num]]
+
+
+def counter_key(subject: Subject, scope: str, meter: str, window: Window) -> CounterKey:
+    return (subject.tenant_id, scope, subject.scope_id(scope), meter, window.kind, int(window.start.timestamp()))
+
+
+def contributions(
+    subject: Subject, anchor_day: int, at: datetime, amounts: dict[str, Num]
+) -> list[tuple[CounterKey, Num]]:
+    """Every counter an event adds to: each meter it used, in every scope and window."""
+    windows = (day_window(at), billing_month(at, anchor_day))
+    return [
+        (counter_key(subject, scope, meter, window), amount)
+        for meter, amount in amounts.items()
+        if amount
+        for scope in SCOPES
+        for window in windows
+    ]
+
+
+@dataclass
+class Admission:
+    """Counters for every tenant this instance serves."""
+
+    hold_ttl_s: float = 120.0
+    baseline: dict[CounterKey, Num] = field(default_factory=dict)
+    live: defaultdict[CounterKey, Num] = field(default_factory=lambda: defaultdict(int))
+    held: defaultdict[CounterKey, Num] = field(default_factory=lambda: defaultdict(int))
+    watermark: dict[str, int] = field(default_factory=dict)
+    snapshot_id: str | None = None
+
+    def __post_init__(self):
+        self._holds: dict[int, Hold] = {}
+        self._expiry: list[tuple[float, int]] = []
+        self._ids = itertools.count(1)
+        self._retained: defaultdict[str, deque[_Retained]] = defaultdict(deque)
+
+    # --- reading ---
+
+    def used(self, key: CounterKey) -> Num:
+        """Settled usage: the snapshot's count plus live events after its watermark."""
+        return self.baseline.get(key, 0) + self.live.get(key, 0)
+
+    def reserved(self, key: CounterKey) -> Num:
+        return self.held.get(key, 0)
+
+    def rules(
+        self,
+        catalog: Catalog,
+        plan: Plan,
+        subject: Subject,
+        anchor_day: int,
+        now: datetime,
+        topup_units: dict[str, int] | None = None,
+    ) -> list[Rule]:
+        """The hard limits that apply to this subject now; top-ups raise the tenant's monthly limit."""
+        rules = []
+        windows = {"day": day_window(now), "month": billing_month(now, anchor_day)}
+        for limit in plan.limits:
+            if limit.hard is None:
+                continue
+            window = windows[limit.window]
+            hard: Num = int(limit.hard) if limit.meter != "credits" else limit.hard
+            if topup_units and limit.window == "month" and limit.scope == "tenant":
+                hard += topup_units.get(limit.meter, 0)
+            rules.append(Rule(limit, window, counter_key(subject, limit.scope, limit.meter, window), hard))
+        return rules
+
+    # --- admitting ---
+
+    def admit(
+        self,
+        rules: list[Rule],
+        input_tokens: int,
+        max_tokens: int,
+        credits: Decimal,
+        embedding_tokens: int = 0,
+        kind: str = "chat",
+    ) -> Hold | Refusal:
+        """Hold what the call may use, clamping max_tokens to the token headroom; or refuse it."""
+        self.expire()
+        effective = max_tokens
+        wants: dict[str, Num] = {
+            "requests": 1 if kind == "chat" else 0,
+            "credits": credits,
+            "embedding_tokens": embedding_tokens,
+        }
+        for rule in rules:
+            meter = rule.limit.meter
+            used = self.used(rule.key) + self.held.get(rule.key, 0)
+            headroom = rule.hard - used
+            if meter == "tokens":
+                if kind != "chat":
+                    continue
+                # At least one output token must fit, or the call is pointless.
+                if input_tokens + 1 > headroom:
+                    return Refusal(rule, used, input_tokens + 1)
+                effective = min(effective, int(headroom) - input_tokens)
+            elif wants.get(meter, 0) > headroom:
+                return Refusal(rule, used, wants[meter])
+        amounts: dict[CounterKey, Num] = {}
+        for rule in rules:
+            meter = rule.limit.meter
+            amount = input_tokens + effective if meter == "tokens" and kind == "chat" else wants.get(meter, 0)
+            if amount:
+                amounts[rule.key] = amounts.get(rule.key, 0) + amount
+        for key, amount in amounts.items():
+            self.held[key] += amount
+        hold = Hold(next(self._ids), amounts, time.monotonic() + self.hold_ttl_s, effective, effective < max_tokens)
+        self._holds[hold.hold_id] = hold
+        heapq.heappush(self._expiry, (hold.expires_at, hold.hold_id))
+        return hold
+
+    def release(self, hold: Hold) -> None:
+        """Drop a hold (the call ended, failed, or expired). Releasing twice is harmless."""
+        if self._holds.pop(hold.hold_id, None) is None:
+            return
+        for key, amount in hold.amounts.items():
+            left = self.held[key] - amount
+            if left:
+                self.held[key] = left
+            else:
+                del self.held[key]
+
+    def expire(self, now: float | None = None) -> int:
+        now = time.monotonic() if now is None else now
+        expired = 0
+        while self._expiry and self._expiry[0][0] <= now:
+            _, hold_id = heapq.heappop(self._expiry)
+            hold = self._holds.get(hold_id)
+            if hold is not None:
+                log.warning("hold %s expired before it was settled", hold_id)
+                self.release(hold)
+                expired += 1
+        return expired
+
+    def open_holds(self) -> int:
+        return len(self._holds)
+
+    # --- settling ---
+
+    def record(self, writer_id: str, seq: int, contribs: list[tuple[CounterKey, Num]]) -> None:
+        """Count a durable event as live, unless the snapshot in force already includes it."""
+        if seq <= self.watermark.get(writer_id, 0):
+            return
+        for key, amount in contribs:
+            self.live[key] += amount
+        self._retained[writer_id].append(_Retained(seq, contribs))
+
+    # --- snapshots ---
+
+    def apply_snapshot(self, snapshot_id: str, rows: dict[CounterKey, Num], watermark: dict[str, int]) -> int:
+        """Swap in a new baseline and drop the live deltas at or below its watermark. Returns events dropped."""
+        for writer, mark in self.watermark.items():
+            if watermark.get(writer, 0) < mark:
+                log.error("snapshot %s goes back in time for writer %s; ignored", snapshot_id, writer)
+                return 0
+        dropped = 0
+        for writer, mark in watermark.items():
+            retained = self._retained[writer]
+            while retained and retained[0].seq <= mark:
+                event = retained.popleft()
+                dropped += 1
+                for key, amount in event.contributions:
+                    left = self.live.get(key, 0) - amount
+                    if left:
+                        self.live[key] = left
+                    else:
+                        self.live.pop(key, None)
+        self.baseline = rows
+        self.watermark = dict(watermark)
+        self.snapshot_id = snapshot_id
+        return dropped
+
+    def retained_events(self) -> int:
+        return sum(len(d) for d in self._retained.values())
+
+    def forget_before(self, cutoff_epoch: int) -> None:
+        """Drop live counters of windows that started before `cutoff_epoch` (long over)."""
+        for key in [k for k in self.live if k[5] < cutoff_epoch and k not in self.held]:
+            del self.live[key]

@@ -1,0 +1,208 @@
+"""One metered model call: admit (hold), call, settle (durable event, then counters)."""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from chatmeter.ids import uuid7
+from chatmeter.metering import Usage, quantities
+from chatmeter.pricing import can_price, provider_cost
+from chatmeter.windows import utcnow
+from serving.admission import Hold, Refusal, Subject, contributions
+from serving.errors import ApiError
+from serving.eventlog import LogUnavailable
+from serving.runtime import Runtime, TenantContext
+
+log = logging.getLogger(__name__)
+_background: set[asyncio.Task] = set()
+
+
+@dataclass(slots=True)
+class Call:
+    """What is known of a call before it reaches the model."""
+
+    tenant: TenantContext
+    subject: Subject
+    kind: str
+    model: str
+    context: str
+    conversation_id: str | None = None
+    idempotency_key: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    holds: list[Hold] = field(default_factory=list)
+
+    def release(self, rt: Runtime) -> None:
+        while self.holds:
+            rt.admission.release(self.holds.pop())
+
+
+def check_model(rt: Runtime, model: str) -> None:
+    if not can_price(rt.catalog, model, rt.provider.name):
+        raise ApiError(
+            400,
+            f"model {model!r} has no price in the catalog, so it cannot be metered; ask the operator to price it",
+            code="model_not_priced",
+            param="model",
+        )
+
+
+def check_active(call: Call) -> None:
+    tenant = call.tenant.tenant
+    if tenant.status == "suspended":
+        reason = tenant.suspended_reason or "admin"
+        if reason == "payment_required":
+            raise ApiError(
+                402,
+                "the tenant is suspended: an invoice is unpaid past its grace period",
+                code="payment_required",
+                type="payment_required",
+                headers={"x-should-retry": "false"},
+            )
+        raise ApiError(403, "the tenant is suspended", code="tenant_suspended", headers={"x-should-retry": "false"})
+
+
+async def admit(rt: Runtime, call: Call, input_tokens: int, max_tokens: int, embedding_tokens: int = 0) -> Hold:
+    """Hold the call's usage, or record a rejected event and raise the documented 429."""
+    check_active(call)
+    now = utcnow()
+    credits = rt.catalog.credits.for_event(call.kind, call.model)
+    rules = rt.admission.rules(
+        rt.catalog, call.tenant.plan, call.subject, call.tenant.tenant.anchor_day, now, call.tenant.topup_units
+    )
+    result = rt.admission.admit(rules, input_tokens, max_tokens, credits, embedding_tokens, call.kind)
+    if isinstance(result, Refusal):
+        await _record(rt, call, "rejected", Usage(), now, error_code=result.code)
+        raise refusal_error(result)
+    call.holds.append(result)
+    return result
+
+
+def refusal_error(refusal: Refusal) -> ApiError:
+    limit = refusal.rule.limit
+    window = refusal.rule.window
+    scope = "" if limit.scope == "tenant" else f" for this {limit.scope.replace('_', ' ')}"
+    wait = window.seconds_to_reset
+    return ApiError(
+        429,
+        f"{limit.meter} limit of {refusal.rule.hard} per {limit.window}{scope} reached "
+        f"({refusal.used} used, {refusal.requested} more needed); resets at {window.end.isoformat()}",
+        type="usage_limit_exceeded",
+        code=refusal.code,
+        headers={"x-should-retry": "false", "Retry-After": str(wait)},
+        limit=_plain(refusal.rule.hard),
+        used=_plain(refusal.used),
+        resets_at=window.end.isoformat(),
+        scope=limit.scope,
+    )
+
+
+def _plain(value):
+    return int(value) if isinstance(value, int) or value == int(value) else str(value)
+
+
+async def settle(
+    rt: Runtime,
+    call: Call,
+    usage: Usage,
+    *,
+    status: str = "ok",
+    error_code: str | None = None,
+    transcripts: list[dict] = (),
+    idempotency: dict | None = None,
+) -> str:
+    """Make the event durable, then replace the hold with the actual usage. Returns the event id.
+
+    Shielded: a client going away must not cancel a settle half-way (durable but uncounted).
+    """
+    task = asyncio.ensure_future(_settle(rt, call, usage, status, error_code, transcripts, idempotency))
+    return await asyncio.shield(task)
+
+
+async def _settle(
+    rt: Runtime,
+    call: Call,
+    usage: Usage,
+    status: str,
+    error_code: str | None,
+    transcripts: list[dict],
+    idempotency: dict | None,
+) -> str:
+    try:
+        return await _record(
+            rt, call, status, usage, utcnow(), error_code=error_code, transcripts=transcripts, idempotency=idempotency
+        )
+    finally:
+        call.release(rt)
+
+
+def settle_later(rt: Runtime, call: Call, usage: Usage, **kwargs) -> None:
+    """Settle outside a cancelled request (a client that went away mid-stream)."""
+    task = asyncio.get_running_loop().create_task(settle(rt, call, usage, **kwargs))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _record(
+    rt: Runtime,
+    call: Call,
+    status: str,
+    usage: Usage,
+    at: datetime,
+    *,
+    error_code: str | None = None,
+    transcripts: list[dict] = (),
+    idempotency: dict | None = None,
+) -> str:
+    metered = status != "rejected" and (usage.total_tokens or usage.embedding_tokens)
+    credits = rt.catalog.credits.for_event(call.kind, call.model) if metered else Decimal(0)
+    cost = provider_cost(rt.catalog, call.model, usage, rt.provider.name, at) if metered else Decimal(0)
+    event_id = uuid7()
+    event = {
+        "event_id": event_id,
+        "idempotency_key": call.idempotency_key,
+        "occurred_at": at,
+        "tenant_id": call.subject.tenant_id,
+        "api_key_id": call.subject.api_key_id or None,
+        "end_user_id": call.subject.end_user_id or None,
+        "conversation_id": call.conversation_id,
+        "context": call.context,
+        "kind": call.kind,
+        "status": status,
+        "provider": rt.provider.name,
+        "model": call.model,
+        "input_tokens": usage.input_tokens,
+        "cached_input_tokens": usage.cached_input_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "tool_calls": usage.tool_calls,
+        "credits": credits,
+        "provider_cost_usd": cost,
+        "latency_ms": int((time.perf_counter() - call.started) * 1000),
+        "usage_estimated": usage.estimated,
+        "embedding_tokens": usage.embedding_tokens,
+        "error_code": error_code,
+    }
+    for row in transcripts:
+        row["event_id"] = event_id
+        row.setdefault("occurred_at", at)
+    try:
+        seq = await rt.log.append(event, list(transcripts), idempotency)
+    except LogUnavailable as exc:
+        log.error("usage log unavailable: %s", exc)
+        raise ApiError(
+            503,
+            "the usage log cannot be written right now; nothing was recorded, retry later",
+            code="log_unavailable",
+            headers={"Retry-After": "5"},
+        ) from None
+    amounts = quantities(call.kind, status, usage, credits)
+    if amounts:
+        contribs = contributions(call.subject, call.tenant.tenant.anchor_day, at, amounts)
+        # Replace the holds with the actual usage in one step, so the counters never dip.
+        call.release(rt)
+        rt.admission.record(rt.settings.writer_id, seq, contribs)
+    return event_id

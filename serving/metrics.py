@@ -1,0 +1,49 @@
+"""Prometheus metrics of the API, in one registry of its own."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+registry = CollectorRegistry()
+
+REQUESTS = Counter("chatmeter_requests", "HTTP requests answered", ["route", "status"], registry=registry)
+ADMISSIONS = Counter("chatmeter_admissions", "admission decisions", ["outcome"], registry=registry)
+TOKENS = Counter("chatmeter_tokens_metered", "tokens metered", ["direction"], registry=registry)
+LATENCY = Histogram(
+    "chatmeter_request_seconds",
+    "time to answer a metered call",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=registry,
+)
+SNAPSHOT_AGE = Gauge("chatmeter_snapshot_loaded", "1 when a limit snapshot is in force", registry=registry)
+
+
+class RuntimeCollector:
+    """Reads the live state of a Runtime at scrape time."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+
+    def collect(self):
+        rt = self.runtime
+        log = rt.log
+        for name, doc, value in (
+            ("chatmeter_open_holds", "holds placed and not yet settled", rt.admission.open_holds()),
+            (
+                "chatmeter_live_events",
+                "events counted live since the snapshot in force",
+                rt.admission.retained_events(),
+            ),
+            ("chatmeter_log_events_written", "events made durable by this writer", getattr(log, "events_written", 0)),
+            ("chatmeter_log_batches", "group commits (one fsync each)", getattr(log, "batches", 0)),
+            ("chatmeter_log_write_errors", "failed group commits", getattr(log, "write_errors", 0)),
+            ("chatmeter_log_rolls", "WAL segments rolled into Parquet", getattr(log, "rolls", 0)),
+            ("chatmeter_snapshot_errors", "limit snapshots refused as corrupt", rt.snapshot_errors),
+        ):
+            family = GaugeMetricFamily(name, doc)
+            family.add_metric([], value)
+            yield family
+
+
+def render() -> bytes:
+    return generate_latest(registry)

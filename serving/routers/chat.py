@@ -1,0 +1,411 @@
+"""POST /v1/chat/completions and /v1/embeddings: the OpenAI wire format, metered."""
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response, StreamingResponse
+
+from chatmeter.ids import uuid7
+from chatmeter.metering import Usage
+from chatmeter.windows import utcnow
+from serving import metered, metrics
+from serving.deps import CallerDep, RuntimeDep
+from serving.errors import ApiError
+from serving.http import JSONResponse, dumps
+from serving.metered import Call
+from serving.providers.base import ChatRequest, Completion, ProviderError
+from serving.runtime import Runtime
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["chat"])
+
+MAX_TOKENS = 1_000_000
+DEFAULT_MAX_TOKENS = 1024
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = Field(default=None, max_length=256)
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's request; parameters chatmeter does not use are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=4096)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    user: str | None = Field(default=None, max_length=256)
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+    tool_choice: str | dict[str, Any] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop: str | list[str] | None = None
+    n: int = Field(default=1, ge=1, le=1)
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=200)
+    input: str | list[str] = Field(min_length=1)
+    user: str | None = Field(default=None, max_length=256)
+
+
+def usage_json(usage: Usage) -> dict:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
+
+
+def completion_json(completion_id: str, created: int, model: str, completion: Completion) -> dict:
+    message: dict[str, Any] = {"role": "assistant", "content": completion.content}
+    if completion.tool_calls:
+        message["tool_calls"] = completion.tool_calls
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": completion.finish_reason, "logprobs": None}],
+        "usage": usage_json(completion.usage),
+    }
+
+
+def _text(content: str | list[dict[str, Any]] | None) -> str:
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content or ""
+
+
+def transcript_rows(call: Call, messages: list[dict], answer: str | None, start: int) -> list[dict]:
+    """The turn this call added: the last incoming message and the answer."""
+    rows = []
+    if messages:
+        last = messages[-1]
+        rows.append((len(messages) - 1, last["role"], _text(last.get("content"))))
+    if answer is not None:
+        rows.append((len(messages), "assistant", answer))
+    return [
+        {
+            "message_id": uuid7(),
+            "tenant_id": call.subject.tenant_id,
+            "end_user_id": call.subject.end_user_id or None,
+            "conversation_id": call.conversation_id,
+            "context": call.context,
+            "position": start + position,
+            "role": role,
+            "content": content,
+        }
+        for position, role, content in rows
+    ]
+
+
+def _request_hash(body: BaseModel) -> str:
+    return hashlib.sha256(body.model_dump_json(exclude_none=True).encode()).hexdigest()
+
+
+def _replay(rt: Runtime, tenant_id: str, key: str | None, request_hash: str) -> dict | None:
+    if key is None:
+        return None
+    record = rt.idempotency.get((tenant_id, key))
+    if record is None:
+        if (tenant_id, key) in rt.in_flight:
+            raise ApiError(
+                409, "a request with this Idempotency-Key is still in progress", code="idempotency_in_progress"
+            )
+        return None
+    if record["request_hash"] != request_hash:
+        raise ApiError(422, "this Idempotency-Key was used with a different request body", code="idempotency_mismatch")
+    return record
+
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+ConversationId = Annotated[str | None, Header(alias="x-conversation-id", max_length=128)]
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(
+    body: ChatCompletionRequest,
+    caller: CallerDep,
+    rt: RuntimeDep,
+    idempotency_key: IdempotencyKey = None,
+    conversation_id: ConversationId = None,
+):
+    request_hash = _request_hash(body) if idempotency_key else ""
+    record = _replay(rt, caller.tenant.tenant.tenant_id, idempotency_key, request_hash)
+    if record is not None:
+        metrics.REQUESTS.labels("chat", "replayed").inc()
+        return _replayed(record, body.stream)
+    metered.check_model(rt, body.model)
+    call = Call(
+        tenant=caller.tenant,
+        subject=metered.Subject(caller.tenant.tenant.tenant_id, caller.api_key_id, body.user or ""),
+        kind="chat",
+        model=body.model,
+        context="api",
+        conversation_id=conversation_id or uuid7(),
+        idempotency_key=idempotency_key,
+    )
+    messages = [m.model_dump(exclude_none=True) for m in body.messages]
+    stop = [body.stop] if isinstance(body.stop, str) else body.stop
+    requested = body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS
+    request = ChatRequest(
+        model=body.model,
+        messages=messages,
+        max_tokens=requested,
+        tools=body.tools,
+        tool_choice=body.tool_choice,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=stop,
+        user=body.user,
+    )
+    input_bound = rt.provider.input_token_bound(request)
+    idem_slot = (call.subject.tenant_id, idempotency_key) if idempotency_key else None
+    if idem_slot:
+        rt.in_flight.add(idem_slot)
+    try:
+        hold = await metered.admit(rt, call, input_bound, requested)
+    except ApiError:
+        if idem_slot:
+            rt.in_flight.discard(idem_slot)
+        metrics.ADMISSIONS.labels("refused").inc()
+        raise
+    metrics.ADMISSIONS.labels("clamped" if hold.clamped else "admitted").inc()
+    request.max_tokens = hold.max_tokens
+    headers = {"x-chatmeter-max-tokens": str(hold.max_tokens)}
+    if hold.clamped:
+        headers["x-chatmeter-max-tokens-clamped"] = "true"
+    completion_id = f"chatcmpl-{uuid7().replace('-', '')}"
+    created = int(time.time())
+    if body.stream:
+        stream = _stream(rt, call, request, completion_id, created, idem_slot, request_hash)
+        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+    try:
+        try:
+            async with asyncio.timeout(rt.settings.request_timeout_s):
+                completion = await rt.provider.complete(request)
+        except (ProviderError, TimeoutError) as exc:
+            raise await _provider_failed(rt, call, exc) from None
+        payload = completion_json(completion_id, created, body.model, completion)
+        idem = _idempotency_record(call, idempotency_key, request_hash, payload)
+        await metered.settle(
+            rt,
+            call,
+            completion.usage,
+            transcripts=transcript_rows(call, messages, completion.content, 0),
+            idempotency=idem,
+        )
+        if idem:
+            rt.idempotency[idem_slot] = idem
+        _count(completion.usage)
+        metrics.LATENCY.labels("chat").observe(time.perf_counter() - call.started)
+        return JSONResponse(payload, headers=headers)
+    finally:
+        if idem_slot:
+            rt.in_flight.discard(idem_slot)
+        call.release(rt)
+
+
+def _count(usage: Usage) -> None:
+    metrics.TOKENS.labels("input").inc(usage.input_tokens)
+    metrics.TOKENS.labels("output").inc(usage.output_tokens)
+
+
+def _idempotency_record(call: Call, key: str | None, request_hash: str, payload: dict) -> dict | None:
+    if key is None:
+        return None
+    return {
+        "tenant_id": call.subject.tenant_id,
+        "key": key,
+        "request_hash": request_hash,
+        "status_code": 200,
+        "body": dumps(payload).decode(),
+        "created_at": utcnow(),
+    }
+
+
+async def _provider_failed(rt: Runtime, call: Call, exc: Exception) -> ApiError:
+    """Release the hold, record the failed call (metering nothing), and say what happened."""
+    timed_out = isinstance(exc, TimeoutError) or getattr(exc, "status", None) == 504
+    code = "upstream_timeout" if timed_out else "upstream_error"
+    await metered.settle(rt, call, Usage(), status="error", error_code=code)
+    metrics.REQUESTS.labels("chat", code).inc()
+    message = "the model did not answer in time" if timed_out else f"the model provider failed: {exc}"
+    return ApiError(504 if timed_out else 502, message, code=code)
+
+
+def _replayed(record: dict, stream: bool) -> Response:
+    headers = {"Idempotent-Replayed": "true"}
+    if not stream:
+        return Response(
+            record["body"], status_code=record["status_code"], media_type="application/json", headers=headers
+        )
+    import orjson
+
+    payload = orjson.loads(record["body"])
+    choice = payload["choices"][0]
+
+    async def replay() -> AsyncIterator[bytes]:
+        base = {
+            "id": payload["id"],
+            "object": "chat.completion.chunk",
+            "created": payload["created"],
+            "model": payload["model"],
+        }
+        delta = {"role": "assistant", "content": choice["message"].get("content")}
+        if choice["message"].get("tool_calls"):
+            delta["tool_calls"] = [dict(tc, index=i) for i, tc in enumerate(choice["message"]["tool_calls"])]
+        yield _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": choice["finish_reason"]}]})
+        yield _sse({**base, "choices": [], "usage": payload["usage"]})
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(replay(), media_type="text/event-stream", headers=headers)
+
+
+def _sse(obj: dict) -> bytes:
+    return b"data: " + dumps(obj) + b"\n\n"
+
+
+async def _stream(
+    rt: Runtime,
+    call: Call,
+    request: ChatRequest,
+    completion_id: str,
+    created: int,
+    idem_slot: tuple[str, str] | None,
+    request_hash: str,
+) -> AsyncIterator[bytes]:
+    """SSE chunks as they come; the usage chunk and [DONE] only after the event is durable."""
+    base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": request.model}
+    delivered: list[str] = []
+    tool_calls: list[dict] = []
+    finish_reason = None
+    usage: Usage | None = None
+    settled = False
+    try:
+        yield _sse(
+            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+        )
+        try:
+            async with asyncio.timeout(rt.settings.request_timeout_s):
+                async for delta in rt.provider.stream(request):
+                    if delta.usage is not None:
+                        usage = delta.usage
+                        continue
+                    piece: dict[str, Any] = {}
+                    if delta.content:
+                        piece["content"] = delta.content
+                        delivered.append(delta.content)
+                    if delta.tool_calls:
+                        piece["tool_calls"] = delta.tool_calls
+                        tool_calls.extend(delta.tool_calls)
+                    if delta.finish_reason:
+                        finish_reason = delta.finish_reason
+                    yield _sse(
+                        {**base, "choices": [{"index": 0, "delta": piece, "finish_reason": delta.finish_reason}]}
+                    )
+        except (ProviderError, TimeoutError) as exc:
+            # Meter what was delivered; the hold goes back.
+            code = "upstream_timeout" if isinstance(exc, TimeoutError) else "upstream_error"
+            partial = rt.provider.estimate_usage(request, "".join(delivered)) if delivered else Usage()
+            settled = True
+            await metered.settle(
+                rt,
+                call,
+                partial,
+                status="error",
+                error_code=code,
+                transcripts=transcript_rows(call, request.messages, "".join(delivered), 0),
+            )
+            yield _sse({"error": {"type": "upstream_error", "code": code, "message": str(exc) or code}})
+            yield b"data: [DONE]\n\n"
+            return
+        if usage is None:
+            usage = rt.provider.estimate_usage(request, "".join(delivered))
+        answer = "".join(delivered) if delivered or not tool_calls else None
+        payload = completion_json(
+            completion_id, created, request.model, Completion(answer, tool_calls, finish_reason or "stop", usage)
+        )
+        idem = _idempotency_record(call, idem_slot[1] if idem_slot else None, request_hash, payload)
+        settled = True
+        try:
+            await metered.settle(
+                rt, call, usage, transcripts=transcript_rows(call, request.messages, answer, 0), idempotency=idem
+            )
+        except ApiError as exc:
+            yield _sse(exc.body())
+            return
+        if idem:
+            rt.idempotency[idem_slot] = idem
+        _count(usage)
+        yield _sse({**base, "choices": [], "usage": usage_json(usage)})
+        yield b"data: [DONE]\n\n"
+    finally:
+        if idem_slot:
+            rt.in_flight.discard(idem_slot)
+        if not settled:
+            # The client went away mid-stream: meter only what was delivered, outside the cancelled task.
+            partial = rt.provider.estimate_usage(request, "".join(delivered)) if delivered else Usage()
+            metered.settle_later(
+                rt,
+                call,
+                partial,
+                status="error",
+                error_code="client_disconnected",
+                transcripts=transcript_rows(call, request.messages, "".join(delivered), 0),
+            )
+
+
+@router.post("/v1/embeddings")
+async def embeddings(body: EmbeddingRequest, caller: CallerDep, rt: RuntimeDep):
+    metered.check_model(rt, body.model)
+    inputs = [body.input] if isinstance(body.input, str) else body.input
+    call = Call(
+        tenant=caller.tenant,
+        subject=metered.Subject(caller.tenant.tenant.tenant_id, caller.api_key_id, body.user or ""),
+        kind="embedding",
+        model=body.model,
+        context="api",
+    )
+    bound = rt.provider.input_token_bound(
+        ChatRequest(model=body.model, max_tokens=1, messages=[{"role": "user", "content": t} for t in inputs])
+    )
+    await metered.admit(rt, call, 0, 0, embedding_tokens=bound)
+    try:
+        try:
+            async with asyncio.timeout(rt.settings.request_timeout_s):
+                vectors, usage = await rt.provider.embed(body.model, inputs)
+        except (ProviderError, TimeoutError) as exc:
+            raise await _provider_failed(rt, call, exc) from None
+        await metered.settle(rt, call, usage)
+    finally:
+        call.release(rt)
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+            "model": body.model,
+            "usage": {"prompt_tokens": usage.embedding_tokens, "total_tokens": usage.embedding_tokens},
+        }
+    )

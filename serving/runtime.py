@@ -1,0 +1,209 @@
+"""What one API process holds: settings, stores, the catalog in force, counters, the log, the provider."""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from chatmeter.catalog import Catalog, CatalogStore, Plan
+from chatmeter.metering import Usage, quantities
+from chatmeter.settings import Settings
+from chatmeter.store import ApiKey, Store, Tenant, WidgetKey
+from chatmeter.windows import billing_month, utcnow
+from serving import snapshots
+from serving.admission import Admission, Subject, contributions
+from serving.eventlog import EventLog, read_events_after
+from serving.providers import make_provider
+from serving.providers.base import Provider
+from serving.sessions import Sessions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantContext:
+    """A tenant as admission sees it, cached for a few seconds."""
+
+    tenant: Tenant
+    plan_id: str
+    plan: Plan
+    topup_units: dict[str, int]  # units bought for the current billing month, per meter
+    loaded_at: float
+
+
+class Runtime:
+    def __init__(self, settings: Settings, provider: Provider | None = None):
+        self.settings = settings
+        for path in (settings.data_dir, settings.snapshots_dir, settings.catalog_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        self.store = Store(settings.metadata_url)
+        self.catalogs = CatalogStore(settings.catalog_path, settings.catalog_dir)
+        self.admission = Admission(hold_ttl_s=settings.request_timeout_s + 5)
+        self.log = EventLog(
+            settings.data_dir,
+            settings.writer_id,
+            roll_bytes=settings.wal_roll_bytes,
+            roll_age_s=settings.wal_roll_age_s,
+            idempotency_ttl_h=settings.idempotency_ttl_h,
+        )
+        self.provider = provider or make_provider(settings.provider, simulated_latency_ms=settings.simulated_latency_ms)
+        self.idempotency: dict[tuple[str, str], dict] = {}
+        self.in_flight: set[tuple[str, str]] = set()
+        self.sessions = Sessions()
+        self._tenants: dict[str, TenantContext] = {}
+        self._keys: dict[str, tuple[ApiKey | None, float]] = {}
+        self._widget_keys: dict[str, tuple[WidgetKey | None, float]] = {}
+        self._snapshot_mtime: int | None = None
+        self._watcher: asyncio.Task | None = None
+        self.started_at = time.time()
+        self.snapshot_errors = 0
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.catalogs.current
+
+    # --- start-up and shutdown ---
+
+    async def start(self) -> None:
+        """Recover the log, then rebuild counters: the newest snapshot plus every event after its watermark."""
+        last_seq = await asyncio.to_thread(self.log.recover)
+        self.idempotency = await asyncio.to_thread(self.log.load_idempotency)
+        await asyncio.to_thread(self._rebuild_counters)
+        await self.log.start()
+        self._watcher = asyncio.create_task(self._watch())
+        log.info(
+            "serving: writer %s from seq %d, %d live events after snapshot %s",
+            self.settings.writer_id,
+            last_seq + 1,
+            self.admission.retained_events(),
+            self.admission.snapshot_id,
+        )
+
+    async def close(self) -> None:
+        if self._watcher:
+            self._watcher.cancel()
+        await self.log.close()
+        await self.provider.aclose()
+        self.store.engine.dispose()
+
+    def _rebuild_counters(self) -> None:
+        self._snapshot_mtime = snapshots.manifest_mtime(self.settings.snapshots_dir)
+        if self._snapshot_mtime is not None:
+            try:
+                snap = snapshots.load_snapshot(self.settings.snapshots_dir)
+                self.admission.apply_snapshot(snap.snapshot_id, snap.rows, snap.watermark)
+            except snapshots.SnapshotError as exc:
+                self.snapshot_errors += 1
+                log.error("limit snapshot ignored: %s", exc)
+        since = utcnow() - timedelta(days=32)  # the oldest start a current window can have
+        table = read_events_after(
+            self.settings.events_dir,
+            self.admission.watermark,
+            since,
+            columns=[
+                "writer_id",
+                "seq",
+                "occurred_at",
+                "tenant_id",
+                "api_key_id",
+                "end_user_id",
+                "kind",
+                "status",
+                "input_tokens",
+                "output_tokens",
+                "embedding_tokens",
+                "credits",
+            ],
+        )
+        anchors = {t.tenant_id: t.anchor_day for t in self.store.list_tenants()}
+        for row in table.sort_by([("writer_id", "ascending"), ("seq", "ascending")]).to_pylist():
+            usage = Usage(
+                input_tokens=row["input_tokens"] or 0,
+                output_tokens=row["output_tokens"] or 0,
+                embedding_tokens=row["embedding_tokens"] or 0,
+            )
+            amounts = quantities(row["kind"], row["status"], usage, row["credits"] or 0)
+            subject = Subject(row["tenant_id"], row["api_key_id"] or "", row["end_user_id"] or "")
+            anchor = anchors.get(row["tenant_id"], 1)
+            self.admission.record(
+                row["writer_id"], row["seq"], contributions(subject, anchor, row["occurred_at"], amounts)
+            )
+
+    async def _watch(self) -> None:
+        """Pick up new limit snapshots and catalog changes without a restart."""
+        while True:
+            await asyncio.sleep(self.settings.reload_interval_s)
+            try:
+                self.check_snapshot()
+                self.catalogs.reload_if_changed()
+            except Exception:  # the watcher must outlive any one bad file
+                log.exception("reload failed")
+
+    def check_snapshot(self) -> bool:
+        mtime = snapshots.manifest_mtime(self.settings.snapshots_dir)
+        if mtime is None or mtime == self._snapshot_mtime:
+            return False
+        self._snapshot_mtime = mtime
+        try:
+            snap = snapshots.load_snapshot(self.settings.snapshots_dir)
+        except snapshots.SnapshotError as exc:
+            self.snapshot_errors += 1
+            log.error("limit snapshot ignored, the previous one stays in force: %s", exc)
+            return False
+        if snap.snapshot_id == self.admission.snapshot_id:
+            return False
+        dropped = self.admission.apply_snapshot(snap.snapshot_id, snap.rows, snap.watermark)
+        log.info(
+            "limit snapshot %s in force (%d rows); %d live events folded in", snap.snapshot_id, len(snap.rows), dropped
+        )
+        return True
+
+    # --- tenants and keys, cached briefly so the request path stays in memory ---
+
+    def tenant_context(self, tenant_id: str, now: datetime | None = None) -> TenantContext | None:
+        cached = self._tenants.get(tenant_id)
+        if cached is not None and time.monotonic() - cached.loaded_at < self.settings.auth_cache_ttl_s:
+            return cached
+        tenant = self.store.get_tenant(tenant_id)
+        if tenant is None:
+            return None
+        now = now or utcnow()
+        plan_id = self.store.plan_at(tenant_id, now) or self.catalog.default_plan
+        plan = self.catalog.plans.get(plan_id) or self.catalog.plans[self.catalog.default_plan]
+        month = billing_month(now, tenant.anchor_day)
+        units: dict[str, int] = {}
+        for topup in self.store.topups(tenant_id):
+            # A top-up raises the monthly limit of the billing month it was bought in.
+            if month.start <= topup.granted_at < month.end and (topup.expires_at is None or topup.expires_at > now):
+                units[topup.meter] = units.get(topup.meter, 0) + topup.units
+        ctx = TenantContext(tenant, plan_id, plan, units, time.monotonic())
+        self._tenants[tenant_id] = ctx
+        return ctx
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        self._tenants.pop(tenant_id, None)
+        self._keys.clear()
+        self._widget_keys.clear()
+
+    def api_key(self, secret: str) -> ApiKey | None:
+        cached = self._keys.get(secret)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < self.settings.auth_cache_ttl_s:
+            return cached[0]
+        key = self.store.find_api_key(secret)
+        if len(self._keys) > 100_000:
+            self._keys.clear()
+        self._keys[secret] = (key, now)
+        return key
+
+    def widget_key(self, key: str) -> WidgetKey | None:
+        cached = self._widget_keys.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < self.settings.auth_cache_ttl_s:
+            return cached[0]
+        found = self.store.find_widget_key(key)
+        if len(self._widget_keys) > 100_000:
+            self._widget_keys.clear()
+        self._widget_keys[key] = (found, now)
+        return found
