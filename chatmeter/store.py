@@ -434,17 +434,17 @@ class Store:
         priority: int = 0,
         source: str = "admin",
     ) -> Topup:
-        row = dict(
-            topup_id=new_id("tu"),
-            tenant_id=tenant_id,
-            meter=meter,
-            units=units,
-            amount=Decimal(amount),
-            granted_at=granted_at or utcnow(),
-            expires_at=expires_at,
-            priority=priority,
-            source=source,
-        )
+        row = {
+            "topup_id": new_id("tu"),
+            "tenant_id": tenant_id,
+            "meter": meter,
+            "units": units,
+            "amount": Decimal(amount),
+            "granted_at": granted_at or utcnow(),
+            "expires_at": expires_at,
+            "priority": priority,
+            "source": source,
+        }
         with self.engine.begin() as con:
             con.execute(insert(topups).values(**row))
         return Topup(**row)
@@ -466,15 +466,15 @@ class Store:
         priority: int = 0,
         reason: str = "",
     ) -> CreditGrant:
-        row = dict(
-            grant_id=new_id("cg"),
-            tenant_id=tenant_id,
-            amount=Decimal(amount),
-            granted_at=granted_at or utcnow(),
-            expires_at=expires_at,
-            priority=priority,
-            reason=reason,
-        )
+        row = {
+            "grant_id": new_id("cg"),
+            "tenant_id": tenant_id,
+            "amount": Decimal(amount),
+            "granted_at": granted_at or utcnow(),
+            "expires_at": expires_at,
+            "priority": priority,
+            "reason": reason,
+        }
         with self.engine.begin() as con:
             con.execute(insert(credit_grants).values(**row))
         return CreditGrant(**row)
