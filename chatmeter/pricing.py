@@ -18,22 +18,26 @@ from chatmeter.metering import Usage
 MTOK = Decimal(1_000_000)
 
 
+_UNKNOWN = "?"
+# Where genai-prices cannot tell a model's owner from its name alone, these are tried in turn.
+_LIKELY_OWNERS = ("openai", "anthropic", "google", "mistral", "groq", "x-ai", "deepseek")
+
+
 @lru_cache(maxsize=4096)
-def _known_to_genai_prices(model: str, provider_id: str | None) -> bool:
-    try:
-        calc_price(PriceUsage(input_tokens=1, output_tokens=1), model, provider_id=provider_id)
-    except LookupError:
-        return False
-    return True
-
-
-def _genai_provider(provider: str | None) -> str | None:
-    # The simulated provider answers as whatever priced model is asked for; let genai-prices find its owner.
-    return provider if provider in ("openai", "anthropic") else None
+def _owner(model: str, provider: str | None) -> str | None:
+    """The genai-prices provider id that prices `model` ("?" when none does)."""
+    candidates = (provider,) if provider in ("openai", "anthropic") else (None, *_LIKELY_OWNERS)
+    for candidate in candidates:
+        try:
+            result = calc_price(PriceUsage(input_tokens=1, output_tokens=1), model, provider_id=candidate)
+        except LookupError:
+            continue
+        return result.provider.id
+    return _UNKNOWN
 
 
 def can_price(catalog: Catalog, model: str, provider: str | None = None) -> bool:
-    return model in catalog.models or _known_to_genai_prices(model, _genai_provider(provider))
+    return model in catalog.models or _owner(model, provider) != _UNKNOWN
 
 
 def provider_cost(
@@ -58,7 +62,7 @@ def provider_cost(
             output_tokens=usage.output_tokens,
         ),
         model,
-        provider_id=_genai_provider(provider),
+        provider_id=_owner(model, provider),
         genai_request_timestamp=at,
     )
     return result.total_price

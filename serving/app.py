@@ -4,6 +4,7 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatmeter.settings import Settings
 from serving import errors, metrics
@@ -44,17 +45,11 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    # Raised inside the route's body read, so the app's error handler answers 413.
+                    raise StarletteHTTPException(413, too_large.message)
             return message
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await error_response(too_large)(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, limited_receive, send)
 
 
 def create_app(settings: Settings | None = None, provider: Provider | None = None) -> FastAPI:

@@ -77,8 +77,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
-        if any(err.get("type") == "json_invalid" for err in exc.errors()):
+        errs = exc.errors()
+        if any(err.get("type") == "json_invalid" for err in errs):
             return error_response(ApiError(400, "request body is not valid JSON", code="invalid_json"))
+        if any(err.get("type") == "missing" and tuple(err.get("loc", ())) == ("body",) for err in errs):
+            return error_response(ApiError(400, "request body is empty: send a JSON object", code="empty_body"))
         return error_response(ApiError(422, _validation_message(exc), code="invalid_request"))
 
     @app.exception_handler(StarletteHTTPException)
