@@ -1,0 +1,133 @@
+"""Limit snapshots: the running API picks a new one up without a restart, folds its live deltas in, and
+ignores a corrupt one (the previous stays in force)."""
+
+import hashlib
+import json
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from chatmeter.schemas import SNAPSHOT_SCHEMA
+from chatmeter.windows import billing_month, day_window
+from tests.conftest import chat_body
+
+
+def publish(snapshots_dir: Path, snapshot_id: str, watermark: dict[str, int], rows: list[dict]) -> None:
+    """What the pipeline does: the Parquet file, then the manifest swapped in atomically."""
+    snapshots_dir.mkdir(parents=True, exist_ok=True)
+    name = f"limits_{snapshot_id}.parquet"
+    table = pa.Table.from_pylist(rows, schema=SNAPSHOT_SCHEMA)
+    pq.write_table(table, snapshots_dir / name)
+    digest = hashlib.sha256((snapshots_dir / name).read_bytes()).hexdigest()
+    tmp = snapshots_dir / ".current.json.tmp"
+    tmp.write_text(json.dumps({"snapshot_id": snapshot_id, "created_at": datetime.now(UTC).isoformat(),
+                               "watermark": watermark, "file": name, "rows": len(rows), "sha256": digest}))
+    tmp.replace(snapshots_dir / "current.json")
+
+
+def month_row(tenant_id: str, anchor_day: int, used: int, meter: str = "tokens") -> dict:
+    window = billing_month(datetime.now(UTC), anchor_day)
+    return {"tenant_id": tenant_id, "scope": "tenant", "scope_id": tenant_id, "meter": meter, "window": "month",
+            "window_start": window.start, "window_end": window.end, "used": Decimal(used), "limit": None,
+            "remaining": None}
+
+
+def _wait(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_new_snapshot_is_enforced_without_restart(client, tenants, settings):
+    t = tenants.create("free")
+    rt = client.app.state.runtime
+    r = client.post("/v1/chat/completions", json=chat_body(), headers=t["headers"])
+    live = r.json()["usage"]["total_tokens"]
+    anchor = rt.store.get_tenant(t["tenant_id"]).anchor_day
+    # The pipeline counted this call (watermark covers it) and 9,900 older tokens from backfilled history.
+    seq = rt.log.next_seq - 1
+    publish(settings.snapshots_dir, "s1", {settings.writer_id: seq}, [month_row(t["tenant_id"], anchor, 9900 + live)])
+    assert _wait(lambda: rt.admission.snapshot_id == "s1")
+    state = client.get("/v1/usage", headers=t["headers"]).json()
+    assert state["monthlyUsage"] == 9900 + live  # the live delta was folded in, not counted twice
+    r = client.post("/v1/chat/completions", json=chat_body("x " * 200, max_tokens=50), headers=t["headers"])
+    assert r.status_code == 429
+
+
+def test_events_after_the_watermark_stay_live(client, tenants, settings):
+    t = tenants.create("free")
+    rt = client.app.state.runtime
+    first = client.post("/v1/chat/completions", json=chat_body(), headers=t["headers"]).json()["usage"]["total_tokens"]
+    seq_first = rt.log.next_seq - 1
+    second = client.post("/v1/chat/completions", json=chat_body("again"), headers=t["headers"]).json()
+    anchor = rt.store.get_tenant(t["tenant_id"]).anchor_day
+    publish(settings.snapshots_dir, "s2", {settings.writer_id: seq_first}, [month_row(t["tenant_id"], anchor, first)])
+    assert _wait(lambda: rt.admission.snapshot_id == "s2")
+    state = client.get("/v1/usage", headers=t["headers"]).json()
+    assert state["monthlyUsage"] == first + second["usage"]["total_tokens"]
+
+
+def test_corrupt_snapshot_is_ignored_and_the_previous_stays(client, tenants, settings):
+    t = tenants.create("free")
+    rt = client.app.state.runtime
+    anchor = rt.store.get_tenant(t["tenant_id"]).anchor_day
+    publish(settings.snapshots_dir, "good", {}, [month_row(t["tenant_id"], anchor, 1234)])
+    assert _wait(lambda: rt.admission.snapshot_id == "good")
+    errors = rt.snapshot_errors
+    # A half-written file: the manifest names it, its bytes do not match.
+    publish(settings.snapshots_dir, "bad", {}, [month_row(t["tenant_id"], anchor, 5)])
+    path = settings.snapshots_dir / "limits_bad.parquet"
+    path.write_bytes(path.read_bytes()[:100])
+    assert _wait(lambda: rt.snapshot_errors > errors)
+    assert rt.admission.snapshot_id == "good"
+    assert client.get("/v1/usage", headers=t["headers"]).json()["monthlyUsage"] == 1234
+    (settings.snapshots_dir / "current.json").write_text("{not json")
+    assert _wait(lambda: rt.snapshot_errors > errors + 1)
+    assert client.get("/v1/usage", headers=t["headers"]).json()["monthlyUsage"] == 1234
+
+
+def test_snapshot_rows_of_day_windows_and_end_users(client, tenants, settings):
+    t = tenants.create("team")
+    rt = client.app.state.runtime
+    day = day_window(datetime.now(UTC))
+    rows = [{"tenant_id": t["tenant_id"], "scope": "end_user", "scope_id": "carol", "meter": "tokens", "window": "day",
+             "window_start": day.start, "window_end": day.end, "used": Decimal(9990), "limit": Decimal(10000),
+             "remaining": Decimal(10)}]
+    publish(settings.snapshots_dir, "s3", {}, rows)
+    assert _wait(lambda: rt.admission.snapshot_id == "s3")
+    r = client.post("/v1/chat/completions", json=chat_body("hello", user="carol"), headers=t["headers"])
+    assert r.status_code == 200 and r.headers.get("x-chatmeter-max-tokens-clamped") == "true"
+    r = client.post("/v1/chat/completions", json=chat_body("hello", user="carol"), headers=t["headers"])
+    assert r.status_code == 429 and r.json()["error"]["scope"] == "end_user"
+    assert client.post("/v1/chat/completions", json=chat_body("hello", user="dave"), headers=t["headers"]).status_code == 200
+
+
+def test_restart_rebuilds_counters_from_snapshot_and_log(settings, admin_headers):
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    with TestClient(create_app(settings)) as client:
+        t = client.post("/admin/tenants", json={"name": "A", "plan": "free"}, headers=admin_headers).json()
+        headers = {"Authorization": f"Bearer {t['api_key']}"}
+        total = sum(client.post("/v1/chat/completions", json=chat_body(f"q{i}"), headers=headers).json()["usage"]
+                    ["total_tokens"] for i in range(5))
+        anchor = client.app.state.runtime.store.get_tenant(t["tenant_id"]).anchor_day
+    publish(settings.snapshots_dir, "after", {settings.writer_id: 2}, [month_row(t["tenant_id"], anchor, 500)])
+    with TestClient(create_app(settings)) as client:
+        state = client.get("/v1/usage", headers=headers).json()
+        # Snapshot (500, standing for the first two calls) + the three calls after its watermark.
+        rt = client.app.state.runtime
+        assert rt.admission.snapshot_id == "after"
+        assert rt.admission.retained_events() == 3
+        assert state["monthlyUsage"] > 500
+    (settings.snapshots_dir / "current.json").unlink()
+    with TestClient(create_app(settings)) as client:  # no snapshot: everything comes from the log
+        assert client.get("/v1/usage", headers=headers).json()["monthlyUsage"] == total
