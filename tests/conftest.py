@@ -43,8 +43,9 @@ class Tenants:
         self.client = client
 
     def create(self, plan: str = "free", name: str = "Acme", **extra) -> dict:
-        r = self.client.post("/admin/tenants", json={"name": name, "plan": plan, **extra},
-                             headers={"Authorization": f"Bearer {ADMIN}"})
+        r = self.client.post(
+            "/admin/tenants", json={"name": name, "plan": plan, **extra}, headers={"Authorization": f"Bearer {ADMIN}"}
+        )
         assert r.status_code == 201, r.text
         body = r.json()
         body["headers"] = {"Authorization": f"Bearer {body['api_key']}"}
@@ -57,4 +58,9 @@ def tenants(client: TestClient) -> Tenants:
 
 
 def chat_body(content: str = "hello there", max_tokens: int = 50, **extra) -> dict:
-    return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens, **extra}
+    return {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        **extra,
+    }

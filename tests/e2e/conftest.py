@@ -29,14 +29,22 @@ class Server:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "CHATMETER_DATA_DIR": str(data_dir), "CHATMETER_ADMIN_TOKEN": ADMIN,
-                    "CHATMETER_WAL_ROLL_AGE_S": "0.5", "CHATMETER_RELOAD_INTERVAL_S": "0.1", **env}
+        self.env = {
+            **os.environ,
+            "CHATMETER_DATA_DIR": str(data_dir),
+            "CHATMETER_ADMIN_TOKEN": ADMIN,
+            "CHATMETER_WAL_ROLL_AGE_S": "0.5",
+            "CHATMETER_RELOAD_INTERVAL_S": "0.1",
+            **env,
+        }
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Server":
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chatmeter.cli", "serve", "--port", str(self.port)],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

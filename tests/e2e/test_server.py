@@ -30,12 +30,14 @@ def _logged_tokens(server: Server, tenant_id: str) -> int:
 def test_openai_sdk_streaming_and_not(server):
     t = server.create_tenant("pro")
     client = _client(server, t["api_key"])
-    reply = client.chat.completions.create(model="gpt-4o-mini", max_tokens=60, user="u1",
-                                           messages=[{"role": "user", "content": "Say hello"}])
+    reply = client.chat.completions.create(
+        model="gpt-4o-mini", max_tokens=60, user="u1", messages=[{"role": "user", "content": "Say hello"}]
+    )
     assert reply.choices[0].message.content
     assert reply.usage.completion_tokens <= 60
-    stream = client.chat.completions.create(model="gpt-4o-mini", max_tokens=60, stream=True,
-                                            messages=[{"role": "user", "content": "Stream hello"}])
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", max_tokens=60, stream=True, messages=[{"role": "user", "content": "Stream hello"}]
+    )
     text, usage = "", None
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
@@ -54,8 +56,9 @@ def test_refusal_reaches_the_sdk_as_a_rate_limit_error_without_retries(server):
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=t["api_key"], max_retries=3, timeout=30)
     with pytest.raises(openai.RateLimitError) as info:
         for _ in range(100):
-            client.chat.completions.create(model="gpt-4o-mini", max_tokens=1000,
-                                           messages=[{"role": "user", "content": "word " * 2000}])
+            client.chat.completions.create(
+                model="gpt-4o-mini", max_tokens=1000, messages=[{"role": "user", "content": "word " * 2000}]
+            )
     err = info.value
     assert err.response.headers["x-should-retry"] == "false"
     assert err.body["type"] == "usage_limit_exceeded"
@@ -73,8 +76,12 @@ def test_sixteen_concurrent_clients_never_pass_the_free_limit(server):
         for i in range(60):
             size = 20 + (worker * 37 + i * 11) % 300
             try:
-                kwargs = dict(model="gpt-4o-mini", max_tokens=50 + (i * 13) % 400, user=f"u{worker % 4}",
-                              messages=[{"role": "user", "content": "token " * size}])
+                kwargs = dict(
+                    model="gpt-4o-mini",
+                    max_tokens=50 + (i * 13) % 400,
+                    user=f"u{worker % 4}",
+                    messages=[{"role": "user", "content": "token " * size}],
+                )
                 if i % 3 == 0:
                     stream = client.chat.completions.create(stream=True, **kwargs)
                     total = next(c.usage.total_tokens for c in stream if c.usage)
@@ -103,15 +110,22 @@ def test_sixteen_concurrent_clients_never_pass_the_free_limit(server):
 def test_usage_and_idempotency_survive_a_restart(server):
     t = server.create_tenant("pro")
     client = _client(server, t["api_key"])
-    first = client.chat.completions.create(model="gpt-4o-mini", max_tokens=40, messages=[{"role": "user", "content": "a"}],
-                                           extra_headers={"Idempotency-Key": "pay-1"})
+    first = client.chat.completions.create(
+        model="gpt-4o-mini",
+        max_tokens=40,
+        messages=[{"role": "user", "content": "a"}],
+        extra_headers={"Idempotency-Key": "pay-1"},
+    )
     before = _usage(server, t["api_key"])["monthlyUsage"]
     server.stop()
     server.start()
     assert _usage(server, t["api_key"])["monthlyUsage"] == before
     again = client.chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", max_tokens=40, messages=[{"role": "user", "content": "a"}],
-        extra_headers={"Idempotency-Key": "pay-1"})
+        model="gpt-4o-mini",
+        max_tokens=40,
+        messages=[{"role": "user", "content": "a"}],
+        extra_headers={"Idempotency-Key": "pay-1"},
+    )
     assert again.headers.get("idempotent-replayed") == "true"
     assert again.parse().id == first.id
     assert _usage(server, t["api_key"])["monthlyUsage"] == before
@@ -128,10 +142,15 @@ def test_kill9_under_load_loses_no_acknowledged_event(server):
             while not stop.is_set():
                 key = str(uuid.uuid4())
                 try:
-                    r = http.post(f"{server.url}/v1/chat/completions",
-                                  headers={"Authorization": f"Bearer {t['api_key']}", "Idempotency-Key": key},
-                                  json={"model": "gpt-4o-mini", "max_tokens": 20,
-                                        "messages": [{"role": "user", "content": "load"}]})
+                    r = http.post(
+                        f"{server.url}/v1/chat/completions",
+                        headers={"Authorization": f"Bearer {t['api_key']}", "Idempotency-Key": key},
+                        json={
+                            "model": "gpt-4o-mini",
+                            "max_tokens": 20,
+                            "messages": [{"role": "user", "content": "load"}],
+                        },
+                    )
                 except httpx.HTTPError:
                     continue
                 if r.status_code == 200:

@@ -37,9 +37,13 @@ def test_key_lifecycle(client, tenants, admin_headers):
     new = r.json()
     headers = {"Authorization": f"Bearer {new['api_key']}"}
     assert client.post("/v1/chat/completions", json=chat_body(), headers=headers).status_code == 200
-    assert client.delete(f"/admin/tenants/{t['tenant_id']}/keys/{new['key_id']}", headers=admin_headers).status_code == 200
+    assert (
+        client.delete(f"/admin/tenants/{t['tenant_id']}/keys/{new['key_id']}", headers=admin_headers).status_code == 200
+    )
     assert client.post("/v1/chat/completions", json=chat_body(), headers=headers).status_code == 401
-    assert client.delete(f"/admin/tenants/{t['tenant_id']}/keys/{new['key_id']}", headers=admin_headers).status_code == 404
+    assert (
+        client.delete(f"/admin/tenants/{t['tenant_id']}/keys/{new['key_id']}", headers=admin_headers).status_code == 404
+    )
 
 
 def test_another_tenants_ids_are_404(client, tenants, admin_headers):
@@ -142,5 +146,9 @@ def test_usage_export_csv(client, tenants, admin_headers):
         time.sleep(0.05)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     assert len(rows) == 2 and {row["tenant_id"] for row in rows} == {a["tenant_id"]}
-    assert client.get("/admin/usage/export.csv", params={"start": "2026-02-01", "end": "2026-01-01"},
-                      headers=admin_headers).status_code == 400
+    assert (
+        client.get(
+            "/admin/usage/export.csv", params={"start": "2026-02-01", "end": "2026-01-01"}, headers=admin_headers
+        ).status_code
+        == 400
+    )

@@ -140,17 +140,25 @@ def test_end_user_field_is_metered_per_user(client, tenants):
     row = next(m for m in alice["meters"] if (m["scope"], m["meter"], m["window"]) == ("end_user", "tokens", "day"))
     assert row["scopeId"] == "alice"
     assert row["limit"] == 10000
-    tenant_row = next(m for m in alice["meters"] if (m["scope"], m["meter"], m["window"]) == ("tenant", "requests", "day"))
+    tenant_row = next(
+        m for m in alice["meters"] if (m["scope"], m["meter"], m["window"]) == ("tenant", "requests", "day")
+    )
     assert tenant_row["used"] == 3
-    assert row["used"] < next(
-        m for m in alice["meters"] if (m["scope"], m["meter"], m["window"]) == ("tenant", "tokens", "day"))["used"]
+    assert (
+        row["used"]
+        < next(m for m in alice["meters"] if (m["scope"], m["meter"], m["window"]) == ("tenant", "tokens", "day"))[
+            "used"
+        ]
+    )
 
 
 def test_end_user_daily_limit_refuses_that_user_only(client, tenants):
     t = tenants.create("team")
     filler = "word " * 3000
     for _ in range(10):
-        r = client.post("/v1/chat/completions", json=chat_body(filler, max_tokens=100, user="heavy"), headers=t["headers"])
+        r = client.post(
+            "/v1/chat/completions", json=chat_body(filler, max_tokens=100, user="heavy"), headers=t["headers"]
+        )
         if r.status_code == 429:
             break
     assert r.status_code == 429
@@ -162,13 +170,16 @@ def test_end_user_daily_limit_refuses_that_user_only(client, tenants):
 
 def test_embeddings_are_metered_on_their_own_meter(client, tenants):
     t = tenants.create("team")
-    r = client.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": ["a b c", "d e"]},
-                    headers=t["headers"])
+    r = client.post(
+        "/v1/embeddings", json={"model": "text-embedding-3-small", "input": ["a b c", "d e"]}, headers=t["headers"]
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert len(body["data"]) == 2
     state = client.get("/v1/usage", headers=t["headers"]).json()
-    emb = next(m for m in state["meters"] if (m["meter"], m["window"], m["scope"]) == ("embedding_tokens", "day", "tenant"))
+    emb = next(
+        m for m in state["meters"] if (m["meter"], m["window"], m["scope"]) == ("embedding_tokens", "day", "tenant")
+    )
     assert emb["used"] == body["usage"]["total_tokens"] > 0
     assert state["monthlyUsage"] == 0
 
@@ -177,14 +188,18 @@ def test_credits_plan_refuses_when_credits_run_out(client, tenants):
     t = tenants.create("credits_free")  # 100 credits a month, 1 per gpt-4o-mini call, 3 per gpt-4o call
     codes = set()
     for _ in range(40):
-        r = client.post("/v1/chat/completions", json={**chat_body(max_tokens=5), "model": "gpt-4o"}, headers=t["headers"])
+        r = client.post(
+            "/v1/chat/completions", json={**chat_body(max_tokens=5), "model": "gpt-4o"}, headers=t["headers"]
+        )
         codes.add(r.status_code)
         if r.status_code == 429:
             assert r.json()["error"]["code"] == "credits_month_limit"
             break
     assert 429 in codes
     state = client.get("/v1/usage", headers=t["headers"]).json()
-    credits = next(m for m in state["meters"] if (m["meter"], m["window"], m["scope"]) == ("credits", "month", "tenant"))
+    credits = next(
+        m for m in state["meters"] if (m["meter"], m["window"], m["scope"]) == ("credits", "month", "tenant")
+    )
     assert credits["used"] == 99  # 33 calls of 3 credits; the 34th would pass 100
 
 

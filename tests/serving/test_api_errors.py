@@ -24,8 +24,11 @@ def written(client):
 def test_missing_and_wrong_keys_are_401(client, tenants, written):
     tenants.create("free")
     _envelope(client.post("/v1/chat/completions", json=chat_body()), 401, "missing_api_key")
-    _envelope(client.post("/v1/chat/completions", json=chat_body(), headers={"Authorization": "Bearer nope"}), 401,
-              "invalid_api_key")
+    _envelope(
+        client.post("/v1/chat/completions", json=chat_body(), headers={"Authorization": "Bearer nope"}),
+        401,
+        "invalid_api_key",
+    )
     _envelope(client.post("/v1/chat/completions", json=chat_body(), headers={"Authorization": "Basic abc"}), 401)
     _envelope(client.get("/v1/usage", headers={"Authorization": "Bearer cm_live_forged"}), 401)
     assert written() == 0
@@ -60,16 +63,18 @@ def test_revoked_key_is_refused(client, tenants, admin_headers):
 )
 def test_malformed_requests(client, tenants, written, body, status):
     t = tenants.create("free")
-    r = client.post("/v1/chat/completions", content=body,
-                    headers={**t["headers"], "Content-Type": "application/json"})
+    r = client.post("/v1/chat/completions", content=body, headers={**t["headers"], "Content-Type": "application/json"})
     _envelope(r, status)
     assert written() == 0
 
 
 def test_unpriced_model_is_refused_before_any_call(client, tenants, written):
     t = tenants.create("free")
-    err = _envelope(client.post("/v1/chat/completions", json={**chat_body(), "model": "my-private-llm"},
-                                headers=t["headers"]), 400, "model_not_priced")
+    err = _envelope(
+        client.post("/v1/chat/completions", json={**chat_body(), "model": "my-private-llm"}, headers=t["headers"]),
+        400,
+        "model_not_priced",
+    )
     assert "my-private-llm" in err["message"]
     assert written() == 0
 
@@ -87,10 +92,16 @@ def test_operator_catalog_can_price_a_model(tmp_path, settings, admin_headers):
     with TestClient(create_app(settings)) as client:
         t = client.post("/admin/tenants", json={"name": "A", "plan": "pro"}, headers=admin_headers).json()
         headers = {"Authorization": f"Bearer {t['api_key']}"}
-        assert client.post("/v1/chat/completions", json={**chat_body(), "model": "my-private-llm"},
-                           headers=headers).status_code == 400
-        operator.write_text(SHIPPED_CATALOG.read_text().replace('version = "2026.1"', 'version = "2026.2"')
-                            + '\n[models."my-private-llm"]\ninput_mtok = "0.2"\noutput_mtok = "0.4"\n')
+        assert (
+            client.post(
+                "/v1/chat/completions", json={**chat_body(), "model": "my-private-llm"}, headers=headers
+            ).status_code
+            == 400
+        )
+        operator.write_text(
+            SHIPPED_CATALOG.read_text().replace('version = "2026.1"', 'version = "2026.2"')
+            + '\n[models."my-private-llm"]\ninput_mtok = "0.2"\noutput_mtok = "0.4"\n'
+        )
         r = client.post("/admin/catalog/reload", headers=admin_headers)
         assert r.status_code == 200 and r.json()["version"] == "2026.2"
         r = client.post("/v1/chat/completions", json={**chat_body(), "model": "my-private-llm"}, headers=headers)
@@ -113,7 +124,9 @@ def test_oversized_chunked_body_is_413(client, tenants, written, settings):
             yield b"x" * 65536
         yield b'"}]}'
 
-    r = client.post("/v1/chat/completions", content=chunks(), headers={**t["headers"], "Content-Type": "application/json"})
+    r = client.post(
+        "/v1/chat/completions", content=chunks(), headers={**t["headers"], "Content-Type": "application/json"}
+    )
     _envelope(r, 413, "request_too_large")
     assert written() == 0
 

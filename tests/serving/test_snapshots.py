@@ -24,16 +24,35 @@ def publish(snapshots_dir: Path, snapshot_id: str, watermark: dict[str, int], ro
     pq.write_table(table, snapshots_dir / name)
     digest = hashlib.sha256((snapshots_dir / name).read_bytes()).hexdigest()
     tmp = snapshots_dir / ".current.json.tmp"
-    tmp.write_text(json.dumps({"snapshot_id": snapshot_id, "created_at": datetime.now(UTC).isoformat(),
-                               "watermark": watermark, "file": name, "rows": len(rows), "sha256": digest}))
+    tmp.write_text(
+        json.dumps(
+            {
+                "snapshot_id": snapshot_id,
+                "created_at": datetime.now(UTC).isoformat(),
+                "watermark": watermark,
+                "file": name,
+                "rows": len(rows),
+                "sha256": digest,
+            }
+        )
+    )
     tmp.replace(snapshots_dir / "current.json")
 
 
 def month_row(tenant_id: str, anchor_day: int, used: int, meter: str = "tokens") -> dict:
     window = billing_month(datetime.now(UTC), anchor_day)
-    return {"tenant_id": tenant_id, "scope": "tenant", "scope_id": tenant_id, "meter": meter, "window": "month",
-            "window_start": window.start, "window_end": window.end, "used": Decimal(used), "limit": None,
-            "remaining": None}
+    return {
+        "tenant_id": tenant_id,
+        "scope": "tenant",
+        "scope_id": tenant_id,
+        "meter": meter,
+        "window": "month",
+        "window_start": window.start,
+        "window_end": window.end,
+        "used": Decimal(used),
+        "limit": None,
+        "remaining": None,
+    }
 
 
 def _wait(predicate, timeout: float = 10.0) -> bool:
@@ -97,16 +116,30 @@ def test_snapshot_rows_of_day_windows_and_end_users(client, tenants, settings):
     t = tenants.create("team")
     rt = client.app.state.runtime
     day = day_window(datetime.now(UTC))
-    rows = [{"tenant_id": t["tenant_id"], "scope": "end_user", "scope_id": "carol", "meter": "tokens", "window": "day",
-             "window_start": day.start, "window_end": day.end, "used": Decimal(9990), "limit": Decimal(10000),
-             "remaining": Decimal(10)}]
+    rows = [
+        {
+            "tenant_id": t["tenant_id"],
+            "scope": "end_user",
+            "scope_id": "carol",
+            "meter": "tokens",
+            "window": "day",
+            "window_start": day.start,
+            "window_end": day.end,
+            "used": Decimal(9990),
+            "limit": Decimal(10000),
+            "remaining": Decimal(10),
+        }
+    ]
     publish(settings.snapshots_dir, "s3", {}, rows)
     assert _wait(lambda: rt.admission.snapshot_id == "s3")
     r = client.post("/v1/chat/completions", json=chat_body("hello", user="carol"), headers=t["headers"])
     assert r.status_code == 200 and r.headers.get("x-chatmeter-max-tokens-clamped") == "true"
     r = client.post("/v1/chat/completions", json=chat_body("hello", user="carol"), headers=t["headers"])
     assert r.status_code == 429 and r.json()["error"]["scope"] == "end_user"
-    assert client.post("/v1/chat/completions", json=chat_body("hello", user="dave"), headers=t["headers"]).status_code == 200
+    assert (
+        client.post("/v1/chat/completions", json=chat_body("hello", user="dave"), headers=t["headers"]).status_code
+        == 200
+    )
 
 
 def test_restart_rebuilds_counters_from_snapshot_and_log(settings, admin_headers):
@@ -117,8 +150,12 @@ def test_restart_rebuilds_counters_from_snapshot_and_log(settings, admin_headers
     with TestClient(create_app(settings)) as client:
         t = client.post("/admin/tenants", json={"name": "A", "plan": "free"}, headers=admin_headers).json()
         headers = {"Authorization": f"Bearer {t['api_key']}"}
-        total = sum(client.post("/v1/chat/completions", json=chat_body(f"q{i}"), headers=headers).json()["usage"]
-                    ["total_tokens"] for i in range(5))
+        total = sum(
+            client.post("/v1/chat/completions", json=chat_body(f"q{i}"), headers=headers).json()["usage"][
+                "total_tokens"
+            ]
+            for i in range(5)
+        )
         anchor = client.app.state.runtime.store.get_tenant(t["tenant_id"]).anchor_day
     publish(settings.snapshots_dir, "after", {settings.writer_id: 2}, [month_row(t["tenant_id"], anchor, 500)])
     with TestClient(create_app(settings)) as client:

@@ -21,8 +21,9 @@ def test_widget_script_is_served(client):
 
 def test_message_history_and_end(client, tenants):
     t = tenants.create("pro")
-    r = client.post("/chat/message", json={"message": "Hello, who are you?", "user_id": "visitor-1"},
-                    headers=_widget(t))
+    r = client.post(
+        "/chat/message", json={"message": "Hello, who are you?", "user_id": "visitor-1"}, headers=_widget(t)
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert r.headers["access-control-allow-origin"] == ORIGIN
@@ -48,7 +49,9 @@ def test_tool_steps_are_metered_as_one_total(client, tenants):
     assert usage["tool_calls"] >= 1
     state = client.get("/v1/usage", headers=t["headers"]).json()
     assert state["monthlyUsage"] == usage["total_tokens"]
-    requests = next(m for m in state["meters"] if (m["meter"], m["window"], m["scope"]) == ("requests", "day", "tenant"))
+    requests = next(
+        m for m in state["meters"] if (m["meter"], m["window"], m["scope"]) == ("requests", "day", "tenant")
+    )
     assert requests["used"] == 1  # one turn, one event, whatever the steps
 
 
@@ -65,19 +68,30 @@ def test_streamed_turn_ends_with_usage_and_meter(client, tenants):
 
 def test_origin_and_key_are_checked(client, tenants, admin_headers):
     t = tenants.create("pro")
-    r = client.post(f"/admin/tenants/{t['tenant_id']}/widget-keys", json={"allowed_origins": [ORIGIN]},
-                    headers=admin_headers)
+    r = client.post(
+        f"/admin/tenants/{t['tenant_id']}/widget-keys", json={"allowed_origins": [ORIGIN]}, headers=admin_headers
+    )
     strict = {"widget_key": r.json()["widget_key"]}
     assert client.post("/chat/message", json={"message": "hi"}, headers=_widget(strict)).status_code == 200
     bad = client.post("/chat/message", json={"message": "hi"}, headers=_widget(strict, "https://evil.example"))
     assert bad.status_code == 403 and bad.json()["error"]["code"] == "origin_not_allowed"
     assert client.post("/chat/message", json={"message": "hi"}, headers=_widget(strict, None)).status_code == 403
     assert client.post("/chat/message", json={"message": "hi"}).status_code == 401
-    assert client.post("/chat/message", json={"message": "hi"},
-                       headers={"X-Widget-Key": "cm_pub_nope", "Origin": ORIGIN}).status_code == 401
+    assert (
+        client.post(
+            "/chat/message", json={"message": "hi"}, headers={"X-Widget-Key": "cm_pub_nope", "Origin": ORIGIN}
+        ).status_code
+        == 401
+    )
     # An API key is not a widget key, and a widget key is not an API key.
-    assert client.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
-                       headers={"Authorization": f"Bearer {strict['widget_key']}"}).status_code == 401
+    assert (
+        client.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+            headers={"Authorization": f"Bearer {strict['widget_key']}"},
+        ).status_code
+        == 401
+    )
     pre = client.options("/chat/message", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
     assert pre.status_code == 204 and "X-Widget-Key" in pre.headers["access-control-allow-headers"]
 
@@ -106,7 +120,12 @@ def test_widget_refusal_at_the_limit(client, tenants):
 
 def test_bad_widget_input(client, tenants):
     t = tenants.create("pro")
-    for body in ({}, {"message": ""}, {"message": "x" * 9000}, {"message": "hi", "session_id": "../etc"},
-                 {"message": "hi", "surprise": 1}):
+    for body in (
+        {},
+        {"message": ""},
+        {"message": "x" * 9000},
+        {"message": "hi", "session_id": "../etc"},
+        {"message": "hi", "surprise": 1},
+    ):
         r = client.post("/chat/message", json=body, headers=_widget(t))
         assert r.status_code in (400, 422), (body, r.status_code)
