@@ -12,6 +12,7 @@ import itertools
 import logging
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -98,6 +99,7 @@ class Admission:
     """Counters for every tenant this instance serves."""
 
     hold_ttl_s: float = 120.0
+    clock: Callable[[], float] = time.monotonic
     baseline: dict[CounterKey, Num] = field(default_factory=dict)
     live: defaultdict[CounterKey, Num] = field(default_factory=lambda: defaultdict(int))
     held: defaultdict[CounterKey, Num] = field(default_factory=lambda: defaultdict(int))
@@ -181,7 +183,7 @@ class Admission:
                 amounts[rule.key] = amounts.get(rule.key, 0) + amount
         for key, amount in amounts.items():
             self.held[key] += amount
-        hold = Hold(next(self._ids), amounts, time.monotonic() + self.hold_ttl_s, effective, effective < max_tokens)
+        hold = Hold(next(self._ids), amounts, self.clock() + self.hold_ttl_s, effective, effective < max_tokens)
         self._holds[hold.hold_id] = hold
         heapq.heappush(self._expiry, (hold.expires_at, hold.hold_id))
         return hold
@@ -198,7 +200,7 @@ class Admission:
                 del self.held[key]
 
     def expire(self, now: float | None = None) -> int:
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         expired = 0
         while self._expiry and self._expiry[0][0] <= now:
             _, hold_id = heapq.heappop(self._expiry)
