@@ -36,7 +36,7 @@
     "<style>" +
     ":host{all:initial}*{box-sizing:border-box;font-family:system-ui,sans-serif}" +
     ".bubble{position:fixed;" + vertical + ":20px;" + horizontal + ":20px;width:56px;height:56px;border-radius:50%;" +
-    "background:var(--c);color:#fff;border:0;font-size:24px;cursor:pointer;box-shadow:0 4px 12px rgba(0,0,0,.25);z-index:2147483646}" +
+    "background:var(--c);color:#fff;border:0;display:flex;align-items:center;justify-content:center;cursor:pointer;box-shadow:0 4px 12px rgba(0,0,0,.25);z-index:2147483646}" +
     ".panel{position:fixed;" + vertical + ":88px;" + horizontal + ":20px;width:360px;max-width:calc(100vw - 40px);height:520px;" +
     "max-height:calc(100vh - 120px);background:#fff;border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.3);display:none;" +
     "flex-direction:column;overflow:hidden;z-index:2147483647}" +
@@ -52,7 +52,9 @@
     "button.send{border:0;background:var(--c);color:#fff;padding:0 16px;cursor:pointer}button:disabled,input:disabled{opacity:.5;cursor:not-allowed}" +
     "@media (max-width:480px){.panel{" + horizontal + ":0;" + vertical + ":0;width:100vw;max-width:100vw;height:100vh;max-height:100vh;border-radius:0}}" +
     "</style>" +
-    "<button class='bubble' part='bubble' aria-label='Open chat'>&#128172;</button>" +
+    "<button class='bubble' part='bubble' aria-label='Open chat'><svg width='26' height='26' viewBox='0 0 24 24' " +
+    "fill='none' stroke='currentColor' stroke-width='2' stroke-linecap='round' stroke-linejoin='round'>" +
+    "<path d='M21 15a2 2 0 0 1-2 2H7l-4 4V5a2 2 0 0 1 2-2h14a2 2 0 0 1 2 2z'/></svg></button>" +
     "<div class='panel' role='dialog' aria-label='Chat'>" +
     "<div class='head'><span class='title'></span><span class='close' style='cursor:pointer' aria-label='Close'>&times;</span></div>" +
     "<div class='meter'><span class='meter-text'>usage</span><div class='bar'><div class='fill'></div></div></div>" +
