@@ -142,82 +142,140 @@ async def chat_message(body: WidgetMessage, caller: WidgetDep, rt: RuntimeDep):
     user_message = {"role": "user", "content": body.message}
     messages = [system, *session.window(), user_message]
     headers = _cors(caller.origin)
+    turn = Turn(rt, call, messages)
+    await turn.admit_first()  # a refusal is a real 429, before any stream starts
     if body.stream:
         return StreamingResponse(
-            _stream_turn(rt, caller, call, session, messages, user_message),
-            media_type="text/event-stream",
-            headers=headers,
+            _stream_turn(rt, caller, turn, session, user_message), media_type="text/event-stream", headers=headers
         )
-    answer, usage = await _turn(rt, call, session, messages, user_message)
+    answer, usage = await _complete_turn(rt, turn, session, user_message)
     return JSONResponse(
         {
             "session_id": session_id,
             "message": {"role": "assistant", "content": answer},
-            "usage": {
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "total_tokens": usage.total_tokens,
-                "tool_calls": usage.tool_calls,
-            },
+            "usage": _usage_json(usage),
             "meter": _meter(rt, caller, end_user),
         },
         headers=headers,
     )
 
 
-async def _steps(rt: Runtime, call: Call, messages: list[dict]) -> AsyncIterator[tuple[str | None, Usage]]:
-    """The model, and the tools it calls, up to MAX_STEPS; each step admitted before it runs."""
-    convo = list(messages)
-    for step in range(MAX_STEPS):
-        request = ChatRequest(
-            model=call.model,
-            messages=convo,
+def _usage_json(usage: Usage) -> dict:
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "tool_calls": usage.tool_calls,
+    }
+
+
+class Turn:
+    """One widget turn: model steps and the tools they call, up to MAX_STEPS, each step admitted before it
+    runs and streamed as it comes. Its usage is the total of all steps, metered as one event."""
+
+    def __init__(self, rt: Runtime, call: Call, messages: list[dict]):
+        self.rt = rt
+        self.call = call
+        self.convo = list(messages)
+        self.usage = Usage()
+        self.answer = ""
+        self._request: ChatRequest | None = None
+        self._step_text: list[str] = []
+
+    def _request_for(self, step: int) -> ChatRequest:
+        return ChatRequest(
+            model=self.call.model,
+            messages=list(self.convo),
             max_tokens=WIDGET_MAX_TOKENS,
             tools=TOOLS if step < MAX_STEPS - 1 else None,
-            user=call.subject.end_user_id or None,
+            user=self.call.subject.end_user_id or None,
         )
-        try:
-            hold = await metered.admit(rt, call, rt.provider.input_token_bound(request), request.max_tokens)
-        except ApiError:
-            if step == 0:
-                raise
-            return  # later steps that do not fit end the turn with what there is
+
+    async def _admit(self, request: ChatRequest) -> None:
+        hold = await metered.admit(self.rt, self.call, self.rt.provider.input_token_bound(request), request.max_tokens)
         request.max_tokens = hold.max_tokens
-        async with asyncio.timeout(rt.settings.request_timeout_s):
-            completion = await rt.provider.complete(request)
-        yield completion.content, completion.usage
-        if not completion.tool_calls:
-            return
-        convo.append({"role": "assistant", "content": completion.content, "tool_calls": completion.tool_calls})
-        for tool_call in completion.tool_calls:
-            fn = tool_call["function"]
-            convo.append(
-                {"role": "tool", "tool_call_id": tool_call["id"], "content": run_tool(fn["name"], fn["arguments"])}
-            )
+        self._request = request
+
+    async def admit_first(self) -> None:
+        await self._admit(self._request_for(0))
+
+    def usage_so_far(self) -> Usage:
+        """What was used, counting a step cut short by what it delivered."""
+        if self._request is None or not self._step_text:
+            return self.usage
+        return self.usage + self.rt.provider.estimate_usage(self._request, "".join(self._step_text))
+
+    async def run(self) -> AsyncIterator[str]:
+        for step in range(MAX_STEPS):
+            if step:
+                try:
+                    await self._admit(self._request_for(step))
+                except ApiError:
+                    return  # a later step that does not fit ends the turn with what there is
+            request = self._request
+            self._step_text = []
+            step_usage: Usage | None = None
+            calls: dict[int, dict] = {}
+            async with asyncio.timeout(self.rt.settings.request_timeout_s):
+                async for delta in self.rt.provider.stream(request):
+                    if delta.usage is not None:
+                        step_usage = delta.usage
+                        continue
+                    if delta.content:
+                        self._step_text.append(delta.content)
+                        yield delta.content
+                    for fragment in delta.tool_calls or ():
+                        _merge_tool_call(calls, fragment)
+            text = "".join(self._step_text)
+            self.usage += step_usage or self.rt.provider.estimate_usage(request, text)
+            self._step_text = []
+            self._request = None
+            if not calls:
+                self.answer = text
+                return
+            tool_calls = [calls[i] for i in sorted(calls)]
+            self.convo.append({"role": "assistant", "content": text or None, "tool_calls": tool_calls})
+            for tool_call in tool_calls:
+                fn = tool_call["function"]
+                self.convo.append(
+                    {"role": "tool", "tool_call_id": tool_call["id"], "content": run_tool(fn["name"], fn["arguments"])}
+                )
 
 
-async def _turn(
-    rt: Runtime, call: Call, session: Session, messages: list[dict], user_message: dict
-) -> tuple[str, Usage]:
-    total = Usage()
-    answer = ""
+def _merge_tool_call(calls: dict[int, dict], fragment: dict) -> None:
+    """Assemble streamed tool-call fragments (OpenAI delta format) into whole calls."""
+    index = fragment.get("index", 0)
+    call = calls.setdefault(index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+    call["id"] = fragment.get("id") or call["id"]
+    fn = fragment.get("function") or {}
+    call["function"]["name"] += fn.get("name") or ""
+    call["function"]["arguments"] += fn.get("arguments") or ""
+
+
+FALLBACK = "Sorry, I could not finish that."
+
+
+def _failure(exc: Exception) -> ApiError:
+    code = "upstream_timeout" if isinstance(exc, TimeoutError) else "upstream_error"
+    return ApiError(504 if code == "upstream_timeout" else 502, "the assistant could not answer", code=code)
+
+
+async def _complete_turn(rt: Runtime, turn: Turn, session: Session, user_message: dict) -> tuple[str, Usage]:
+    call = turn.call
     try:
-        async for content, usage in _steps(rt, call, messages):
-            total += usage
-            answer = content or answer
+        async for _ in turn.run():
+            pass
     except (ProviderError, TimeoutError) as exc:
-        code = "upstream_timeout" if isinstance(exc, TimeoutError) else "upstream_error"
-        await metered.settle(rt, call, total, status="error", error_code=code)
-        raise ApiError(
-            504 if code == "upstream_timeout" else 502, "the assistant could not answer", code=code
-        ) from None
+        error = _failure(exc)
+        await metered.settle(rt, call, turn.usage_so_far(), status="error", error_code=error.code)
+        raise error from None
     except BaseException:
         call.release(rt)
         raise
-    answer = answer or "Sorry, I could not finish that."
-    await metered.settle(rt, call, total, transcripts=_transcripts(call, session, user_message, answer))
-    _remember(session, user_message, answer, total)
-    return answer, total
+    answer = turn.answer or FALLBACK
+    await metered.settle(rt, call, turn.usage, transcripts=_transcripts(call, session, user_message, answer))
+    _remember(session, user_message, answer, turn.usage)
+    return answer, turn.usage
 
 
 def _transcripts(call: Call, session: Session, user_message: dict, answer: str) -> list[dict]:
@@ -230,36 +288,46 @@ def _remember(session: Session, user_message: dict, answer: str, usage: Usage) -
     session.tokens_total += usage.total_tokens
 
 
+def _event(name: str, data: dict) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + dumps(data) + b"\n\n"
+
+
 async def _stream_turn(
-    rt: Runtime, caller: WidgetCaller, call: Call, session: Session, messages: list[dict], user_message: dict
+    rt: Runtime, caller: WidgetCaller, turn: Turn, session: Session, user_message: dict
 ) -> AsyncIterator[bytes]:
-    """Server-sent events: `delta` pieces of the answer, then `done` with usage and the meter (after the
-    event is durable), or `error` with the envelope."""
+    """Server-sent events: `delta` pieces as the model writes them, then `done` with usage and the meter
+    (once the event is durable), or `error` with the envelope."""
+    call = turn.call
+    settled = False
     try:
-        answer, usage = await _turn(rt, call, session, messages, user_message)
-    except ApiError as exc:
-        yield b"event: error\ndata: " + dumps(exc.body()) + b"\n\n"
-        return
-    words = answer.split(" ")
-    for i in range(0, len(words), 4):
-        piece = " ".join(words[i : i + 4]) + (" " if i + 4 < len(words) else "")
-        yield b"event: delta\ndata: " + dumps({"content": piece}) + b"\n\n"
-    yield (
-        b"event: done\ndata: "
-        + dumps(
+        try:
+            async for piece in turn.run():
+                yield _event("delta", {"content": piece})
+        except (ProviderError, TimeoutError) as exc:
+            error = _failure(exc)
+            settled = True
+            await metered.settle(rt, call, turn.usage_so_far(), status="error", error_code=error.code)
+            yield _event("error", error.body())
+            return
+        answer = turn.answer or FALLBACK
+        settled = True
+        try:
+            await metered.settle(rt, call, turn.usage, transcripts=_transcripts(call, session, user_message, answer))
+        except ApiError as exc:
+            yield _event("error", exc.body())
+            return
+        _remember(session, user_message, answer, turn.usage)
+        yield _event(
+            "done",
             {
                 "session_id": session.session_id,
-                "usage": {
-                    "input_tokens": usage.input_tokens,
-                    "output_tokens": usage.output_tokens,
-                    "total_tokens": usage.total_tokens,
-                    "tool_calls": usage.tool_calls,
-                },
+                "usage": _usage_json(turn.usage),
                 "meter": _meter(rt, caller, session.end_user_id),
-            }
+            },
         )
-        + b"\n\n"
-    )
+    finally:
+        if not settled:  # the visitor went away mid-answer: meter what was delivered
+            metered.settle_later(rt, call, turn.usage_so_far(), status="error", error_code="client_disconnected")
 
 
 @router.get("/chat/history/{session_id}")
