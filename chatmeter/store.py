@@ -7,7 +7,7 @@ SHA-256 hashes (they are 256-bit random secrets, so a slow hash adds nothing); t
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import (
@@ -494,3 +494,90 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+class BillingState:
+    """Payment state kept by the API: Stripe events applied once, paid invoices, past-due suspensions."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def apply_invoice_event(
+        self,
+        event_id: str,
+        event_type: str,
+        stripe_invoice_id: str | None,
+        chatmeter_invoice_id: str | None,
+        now: datetime,
+    ) -> str:
+        """Apply a Stripe invoice event once, in one transaction. Returns what happened."""
+        t, e = invoice_states, stripe_events
+        with self.store.engine.begin() as con:
+            if con.execute(select(e.c.event_id).where(e.c.event_id == event_id)).first() is not None:
+                return "duplicate"
+            con.execute(insert(e).values(event_id=event_id, type=event_type, received_at=now))
+            query = select(t)
+            if chatmeter_invoice_id:
+                query = query.where(t.c.invoice_id == chatmeter_invoice_id)
+            elif stripe_invoice_id:
+                query = query.where(t.c.stripe_invoice_id == stripe_invoice_id)
+            else:
+                return "unmatched"
+            invoice = con.execute(query).first()
+            if invoice is None:
+                return "unmatched"
+            if event_type == "invoice.payment_succeeded":
+                con.execute(update(t).where(t.c.invoice_id == invoice.invoice_id).values(status="paid", updated_at=now))
+                # Lift a past-due suspension once nothing else of the tenant's is unpaid past due.
+                if not _overdue(con, invoice.tenant_id, now, exclude=invoice.invoice_id):
+                    con.execute(
+                        update(tenants)
+                        .where(
+                            tenants.c.tenant_id == invoice.tenant_id, tenants.c.suspended_reason == "payment_required"
+                        )
+                        .values(status="active", suspended_reason=None)
+                    )
+                return "paid"
+            if event_type == "invoice.payment_failed":
+                if invoice.status != "paid":
+                    con.execute(
+                        update(t)
+                        .where(t.c.invoice_id == invoice.invoice_id)
+                        .values(status="payment_failed", updated_at=now)
+                    )
+                    _suspend(con, invoice.tenant_id)
+                return "payment_failed"
+            return "ignored"
+
+    def suspend_overdue(self, now: datetime, grace_days: int) -> list[str]:
+        """Suspend tenants with a finalized invoice unpaid past the grace period. Returns their ids."""
+        cutoff = now - timedelta(days=grace_days)
+        t = invoice_states
+        with self.store.engine.begin() as con:
+            rows = con.execute(
+                select(t.c.tenant_id).where(t.c.status.in_(("finalized", "payment_failed")), t.c.finalized_at < cutoff)
+            ).all()
+            suspended = []
+            for tenant_id in sorted({r.tenant_id for r in rows}):
+                if _suspend(con, tenant_id):
+                    suspended.append(tenant_id)
+            return suspended
+
+
+def _suspend(con, tenant_id: str) -> bool:
+    result = con.execute(
+        update(tenants)
+        .where(tenants.c.tenant_id == tenant_id, tenants.c.status == "active")
+        .values(status="suspended", suspended_reason="payment_required")
+    )
+    return result.rowcount == 1
+
+
+def _overdue(con, tenant_id: str, now: datetime, exclude: str) -> bool:
+    t = invoice_states
+    rows = con.execute(
+        select(t.c.invoice_id).where(
+            t.c.tenant_id == tenant_id, t.c.invoice_id != exclude, t.c.status == "payment_failed"
+        )
+    ).first()
+    return rows is not None

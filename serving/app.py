@@ -10,7 +10,7 @@ from chatmeter.settings import Settings
 from serving import errors, metrics
 from serving.errors import ApiError, error_response
 from serving.providers.base import Provider
-from serving.routers import admin, chat, health, usage, widget
+from serving.routers import admin, chat, health, usage, webhooks, widget
 from serving.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None, provider: Provider | None = Non
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (chat, usage, widget, admin, health):
+    for module in (chat, usage, widget, admin, webhooks, health):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from chatmeter.catalog import Catalog, CatalogStore, Plan
 from chatmeter.metering import Usage, quantities
 from chatmeter.settings import Settings
-from chatmeter.store import ApiKey, Store, Tenant, WidgetKey
+from chatmeter.store import ApiKey, BillingState, Store, Tenant, WidgetKey
 from chatmeter.windows import billing_month, utcnow
 from serving import snapshots
 from serving.admission import Admission, Subject, contributions
@@ -19,6 +19,7 @@ from serving.providers.base import Provider
 from serving.sessions import Sessions
 
 log = logging.getLogger(__name__)
+BILLING_CHECK_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,14 +132,25 @@ class Runtime:
             )
 
     async def _watch(self) -> None:
-        """Pick up new limit snapshots and catalog changes without a restart."""
+        """Pick up new limit snapshots and catalog changes without a restart; suspend past-due tenants."""
+        last_billing_check = 0.0
         while True:
             await asyncio.sleep(self.settings.reload_interval_s)
             try:
                 self.check_snapshot()
                 self.catalogs.reload_if_changed()
+                if time.monotonic() - last_billing_check > BILLING_CHECK_S:
+                    last_billing_check = time.monotonic()
+                    await asyncio.to_thread(self.suspend_overdue)
             except Exception:  # the watcher must outlive any one bad file
                 log.exception("reload failed")
+
+    def suspend_overdue(self) -> list[str]:
+        suspended = BillingState(self.store).suspend_overdue(utcnow(), self.settings.grace_days)
+        for tenant_id in suspended:
+            log.warning("tenant %s suspended: an invoice is unpaid past %d days", tenant_id, self.settings.grace_days)
+            self.forget_tenant(tenant_id)
+        return suspended
 
     def check_snapshot(self) -> bool:
         mtime = snapshots.manifest_mtime(self.settings.snapshots_dir)
@@ -180,6 +192,9 @@ class Runtime:
         ctx = TenantContext(tenant, plan_id, plan, units, time.monotonic())
         self._tenants[tenant_id] = ctx
         return ctx
+
+    def forget_all_tenants(self) -> None:
+        self._tenants.clear()
 
     def forget_tenant(self, tenant_id: str) -> None:
         self._tenants.pop(tenant_id, None)

@@ -342,7 +342,7 @@ async def reload_catalog(rt: RuntimeDep):
             code="invalid_catalog",
             version_in_force=rt.catalog.version,
         ) from None
-    rt._tenants.clear()
+    rt.forget_all_tenants()
     return JSONResponse(
         {
             "version": catalog.version,
