@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     grace_days: int = 14
     transcript_retention_days: int = 30
     simulated_latency_ms: float = 0.0
+    # `make bench` only: adds POST /bench/unmetered, the chat route without metering, as the baseline.
+    bench_routes: bool = False
     # Stripe's own variable names, no prefix.
     stripe_api_key: str | None = Field(default=None, validation_alias="STRIPE_API_KEY")
     stripe_webhook_secret: str | None = Field(default=None, validation_alias="STRIPE_WEBHOOK_SECRET")

@@ -77,5 +77,7 @@ def create_app(settings: Settings | None = None, provider: Provider | None = Non
     errors.install(app)
     for module in (chat, usage, widget, admin, webhooks, health):
         app.include_router(module.router)
+    if settings.bench_routes:
+        app.include_router(chat.bench_router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

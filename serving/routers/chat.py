@@ -409,3 +409,15 @@ async def embeddings(body: EmbeddingRequest, caller: CallerDep, rt: RuntimeDep):
             "usage": {"prompt_tokens": usage.embedding_tokens, "total_tokens": usage.embedding_tokens},
         }
     )
+
+
+bench_router = APIRouter(tags=["bench"], include_in_schema=False)
+
+
+@bench_router.post("/bench/unmetered")
+async def unmetered(body: ChatCompletionRequest, caller: CallerDep, rt: RuntimeDep):
+    """The baseline of `make bench`: the same body, auth and model call, with no admission, log or settle."""
+    request = ChatRequest(model=body.model, messages=[m.model_dump(exclude_none=True) for m in body.messages],
+                          max_tokens=body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS)
+    completion = await rt.provider.complete(request)
+    return JSONResponse(completion_json(f"chatcmpl-{uuid7()}", int(time.time()), body.model, completion))
