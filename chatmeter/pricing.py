@@ -5,7 +5,7 @@ cached and reasoning tokens as each provider does. A model neither can price is 
 so no call goes unmetered.
 """
 
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
 
@@ -40,19 +40,63 @@ def can_price(catalog: Catalog, model: str, provider: str | None = None) -> bool
     return model in catalog.models or _owner(model, provider) != _UNKNOWN
 
 
+_TOKEN_PRICES = {"input_mtok", "cache_read_mtok", "cache_write_mtok", "output_mtok"}
+# Prices of things a chat or embedding call here never uses.
+_UNUSED = {"web_searches_kcount", "storage_searches_kcount", "code_executions_kcount"}
+
+
+@lru_cache(maxsize=4096)
+def _token_prices(model: str, owner: str | None, day: date) -> dict | None:
+    """genai-prices' prices of `model` on `day`, when they are per token only (else None: use calc_price)."""
+    result = calc_price(
+        PriceUsage(input_tokens=1, output_tokens=1),
+        model,
+        provider_id=owner,
+        genai_request_timestamp=datetime.combine(day, time(12), UTC),
+    )
+    prices = {k: v for k, v in vars(result.model_price).items() if not k.startswith("_") and v is not None}
+    if set(prices) - _TOKEN_PRICES - _UNUSED:
+        return None
+    return prices
+
+
+def _rate(price, total_input: int) -> Decimal | None:
+    """The per-million price that applies; a tier's price covers all tokens once the input passes its start."""
+    if price is None or isinstance(price, Decimal):
+        return price
+    rate = price.base
+    for tier in price.tiers:
+        if total_input > tier.start:
+            rate = tier.price
+    return rate
+
+
 def provider_cost(
     catalog: Catalog, model: str, usage: Usage, provider: str | None = None, at: datetime | None = None
 ) -> Decimal:
     if usage.input_tokens == 0 and usage.output_tokens == 0:
         return Decimal(0)
     price = catalog.models.get(model)
+    cached = usage.cached_input_tokens
+    written = usage.cache_write_tokens
+    fresh = usage.input_tokens - cached - written
     if price is not None:
-        cached = usage.cached_input_tokens
-        written = usage.cache_write_tokens
-        fresh = usage.input_tokens - cached - written
         cost = fresh * price.input_mtok + usage.output_tokens * price.output_mtok
         cost += cached * (price.cache_read_mtok if price.cache_read_mtok is not None else price.input_mtok)
         cost += written * (price.cache_write_mtok if price.cache_write_mtok is not None else price.input_mtok)
+        return cost / MTOK
+    owner = _owner(model, provider)
+    at = at or datetime.now(UTC)
+    prices = _token_prices(model, owner, at.astimezone(UTC).date())
+    if prices is not None:
+        # The same arithmetic as genai-prices, without its per-call overhead (this runs on every request).
+        total = usage.input_tokens
+        input_rate = _rate(prices.get("input_mtok"), total) or Decimal(0)
+        read = _rate(prices.get("cache_read_mtok"), total)
+        write = _rate(prices.get("cache_write_mtok"), total)
+        cost = fresh * input_rate + cached * (input_rate if read is None else read)
+        cost += written * (input_rate if write is None else write)
+        cost += usage.output_tokens * (_rate(prices.get("output_mtok"), total) or Decimal(0))
         return cost / MTOK
     result = calc_price(
         PriceUsage(
@@ -62,7 +106,7 @@ def provider_cost(
             output_tokens=usage.output_tokens,
         ),
         model,
-        provider_id=_owner(model, provider),
+        provider_id=owner,
         genai_request_timestamp=at,
     )
     return result.total_price

@@ -84,13 +84,18 @@ def contributions(
     subject: Subject, anchor_day: int, at: datetime, amounts: dict[str, Num]
 ) -> list[tuple[CounterKey, Num]]:
     """Every counter an event adds to: each meter it used, in every scope and window."""
-    windows = (day_window(at), billing_month(at, anchor_day))
+    windows = (
+        ("day", int(day_window(at).start.timestamp())),
+        ("month", int(billing_month(at, anchor_day).start.timestamp())),
+    )
+    tenant = subject.tenant_id
+    scopes = (("tenant", tenant), ("end_user", subject.end_user_id), ("key", subject.api_key_id))
     return [
-        (counter_key(subject, scope, meter, window), amount)
+        ((tenant, scope, scope_id, meter, kind, start), amount)
         for meter, amount in amounts.items()
         if amount
-        for scope in SCOPES
-        for window in windows
+        for scope, scope_id in scopes
+        for kind, start in windows
     ]
 
 

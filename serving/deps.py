@@ -10,7 +10,7 @@ from serving.errors import ApiError
 from serving.runtime import Runtime, TenantContext
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
@@ -36,7 +36,7 @@ def bearer(request: Request) -> str:
     return token.strip()
 
 
-def current_caller(request: Request, rt: RuntimeDep) -> Caller:
+async def current_caller(request: Request, rt: RuntimeDep) -> Caller:
     key = rt.api_key(bearer(request))
     if key is None:
         raise ApiError(
@@ -51,7 +51,7 @@ def current_caller(request: Request, rt: RuntimeDep) -> Caller:
 CallerDep = Annotated[Caller, Depends(current_caller)]
 
 
-def require_admin(request: Request, rt: RuntimeDep) -> None:
+async def require_admin(request: Request, rt: RuntimeDep) -> None:
     token = bearer(request)
     if not hmac.compare_digest(token.encode(), rt.settings.admin_token.encode()):
         raise ApiError(

@@ -54,7 +54,7 @@ class WidgetCaller:
         self.origin = origin
 
 
-def widget_caller(
+async def widget_caller(
     request: Request, rt: RuntimeDep, x_widget_key: Annotated[str | None, Header(max_length=200)] = None
 ) -> WidgetCaller:
     if not x_widget_key:
