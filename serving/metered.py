@@ -199,7 +199,8 @@ async def _record(
             code="log_unavailable",
             headers={"Retry-After": "5"},
         ) from None
-    amounts = quantities(call.kind, status, usage, credits)
+    # The log rounds money to its columns' scale; count exactly what it holds.
+    amounts = quantities(call.kind, status, usage, event["credits"])
     if amounts:
         contribs = contributions(call.subject, call.tenant.tenant.anchor_day, at, amounts)
         # Replace the holds with the actual usage in one step, so the counters never dip.

@@ -1,0 +1,665 @@
+"""The durable usage log: group commit to a write-ahead log with fsync, rolled into Parquet.
+
+`EventLog.append` returns an event's seq only once the event is on disk. One committer task takes every
+pending append and hands the batch to a dedicated thread, which gives the records their seqs and writes
+them to the active WAL segment with one write and one fsync; the task then resolves them all, while
+appends arriving meanwhile form the next batch. A batch that fails (disk full, read-only) fails all its
+appends with LogUnavailable, takes no seq and is cut off the segment; when even that fails, nothing more
+is written until it succeeds.
+
+A segment older than `roll_age_s` or larger than `roll_bytes` is sealed and converted, in a background
+thread and strictly in seq order, into hive-partitioned Parquet files (events, transcripts, idempotency
+records), each written to a dot-prefixed temp name, fsynced and renamed, so readers never see a partial
+file. Live segments are converted from the copy of their records kept in memory, `recover()` converts
+from the files. A segment is deleted only once all its files are durable, and file names are
+deterministic, so rolling a segment again after a crash rewrites the same files.
+
+WAL record: 4-byte big-endian payload length, 4-byte big-endian CRC32 of the payload, payload. The
+payload is JSON: {"event": {"seq": n, ...}, "transcripts": [...], "idem": {...} | null}, Decimal as
+string, datetime as ISO 8601. Segment files: wal/<writer_id>.<first_seq:012d>.wal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import re
+import struct
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.json as pj
+import pyarrow.parquet as pq
+
+from chatmeter.schemas import EVENT_SCHEMA, TRANSCRIPT_SCHEMA, UTC_TS
+
+log = logging.getLogger(__name__)
+
+# A stored response to a request carrying an Idempotency-Key, durable together with its event.
+IDEMPOTENCY_SCHEMA = pa.schema(
+    [
+        ("tenant_id", pa.string()),
+        ("key", pa.string()),
+        ("request_hash", pa.string()),
+        ("status_code", pa.int32()),
+        ("body", pa.string()),
+        ("created_at", UTC_TS),
+        ("event_id", pa.string()),
+    ]
+)
+
+_HEADER = struct.Struct(">II")
+_MAX_RECORD = 1 << 30  # a length beyond this is a torn or corrupt header, not a record
+_EVENT_OPEN = len(b'{"event":{')
+_WRITER_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_EVENT_PARTITIONING = ds.partitioning(pa.schema([("event_date", pa.date32())]), flavor="hive")
+
+# Money columns are stored at their schema's scale: quantise at append (half-even), so that a value with
+# more digits can neither fail a roll nor differ between the live counters and the pipeline.
+_EVENT_DECIMALS = tuple(
+    (f.name, Decimal(1).scaleb(-f.type.scale), f.type.precision - f.type.scale)
+    for f in EVENT_SCHEMA
+    if pa.types.is_decimal(f.type)
+)
+
+
+class LogUnavailable(Exception):
+    """The log cannot make records durable right now (disk full, read-only, closed): answer 503."""
+
+
+class EventLog:
+    def __init__(
+        self,
+        data_dir: Path,
+        writer_id: str,
+        *,
+        roll_bytes: int = 16 * 1024 * 1024,
+        roll_age_s: float = 5.0,
+        idempotency_ttl_h: float = 24.0,
+    ):
+        if not _WRITER_ID.fullmatch(writer_id):
+            raise ValueError(f"writer_id {writer_id!r}: letters, digits, '_', '.', '-' only")
+        self.writer_id = writer_id
+        self.data_dir = Path(data_dir)
+        self.wal_dir = self.data_dir / "wal"
+        self.events_dir = self.data_dir / "events"
+        self.transcripts_dir = self.data_dir / "transcripts"
+        self.idempotency_dir = self.data_dir / "idempotency"
+        self.roll_bytes = roll_bytes
+        self.roll_age_s = roll_age_s
+        self.idempotency_ttl = timedelta(hours=idempotency_ttl_h)
+
+        # Metrics, read by the API's /metrics.
+        self.events_written = 0
+        self.batches = 0
+        self.last_batch_size = 0
+        self.fsync_seconds_total = 0.0
+        self.rolls = 0
+        self.write_errors = 0
+        self.roll_errors = 0
+
+        self._next_seq: int | None = None  # set by recover()
+        # The active segment; touched only by the committer (its thread, or its task between batches).
+        self._fd: int | None = None
+        self._seg_path: Path | None = None
+        self._seg_len = 0
+        self._seg_opened = 0.0
+        self._seg_lines: list[bytes] = []  # its records as JSON lines, one chunk per batch, for the roll
+        self._seg_longest = 0
+        self._dirty_len: int | None = None  # a failed batch could not be cut off: restore before writing
+
+        self._pending: list[tuple[bytes, dict, asyncio.Future]] = []
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._committer: asyncio.Task | None = None
+        self._roller: asyncio.Task | None = None
+        self._roll_queue: asyncio.Queue[tuple[Path, list[bytes], int] | None] | None = None
+        self._commit_pool: ThreadPoolExecutor | None = None
+        self._roll_pool: ThreadPoolExecutor | None = None
+        self._closing = False
+        self._stopping: asyncio.Event | None = None
+        self._idem_newest: dict[str, datetime | None] = {}
+
+    # --- start-up ---
+
+    def recover(self) -> int:
+        """Roll whatever the WAL holds into Parquet (cutting a torn tail) and return the last durable seq.
+
+        Call once, before start(): the writer_id must not be in use by a running log.
+        """
+        for path in (self.wal_dir, self.events_dir, self.transcripts_dir, self.idempotency_dir):
+            _ensure_dir(path)
+        self._remove_own_temp_files()
+        last = self._last_seq_in_parquet()
+        for path in self._segments():
+            payloads, valid, size = _read_segment(path)
+            if valid < size:
+                log.warning("event log: cutting a torn tail of %d bytes off %s", size - valid, path.name)
+                with open(path, "r+b") as f:
+                    f.truncate(valid)
+                    os.fsync(f.fileno())
+            if payloads:
+                last = max(last, orjson.loads(payloads[-1])["event"]["seq"])
+            self._roll_segment(path, payloads, max(map(len, payloads), default=0))
+        self._next_seq = last + 1
+        return last
+
+    @property
+    def next_seq(self) -> int | None:
+        return self._next_seq
+
+    async def start(self) -> None:
+        if self._committer is not None:
+            return
+        if self._next_seq is None:
+            self.recover()
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._roll_queue = asyncio.Queue()
+        self._commit_pool = ThreadPoolExecutor(1, thread_name_prefix=f"eventlog-commit-{self.writer_id}")
+        self._roll_pool = ThreadPoolExecutor(1, thread_name_prefix=f"eventlog-roll-{self.writer_id}")
+        self._closing = False
+        self._stopping = asyncio.Event()
+        self._committer = asyncio.create_task(self._commit_loop(), name="eventlog-committer")
+        self._roller = asyncio.create_task(self._roll_loop(), name="eventlog-roller")
+
+    async def close(self) -> None:
+        """Write everything pending, roll every segment into Parquet, stop. A roll that fails stays in the
+        WAL for the next recover()."""
+        if self._committer is None:
+            return
+        self._closing = True
+        self._stopping.set()
+        self._wake.set()
+        await self._committer
+        self._roll_queue.put_nowait(None)
+        await self._roller
+        self._commit_pool.shutdown()
+        self._roll_pool.shutdown()
+        self._committer = self._roller = None
+
+    # --- appending ---
+
+    async def append(self, event: dict, transcripts: Sequence[dict] = (), idempotency: dict | None = None) -> int:
+        """Make `event` (with its transcript rows and stored response) durable; return its seq.
+
+        Sets writer_id, event_date and, once durable, seq on `event`; event_id and event_date on the
+        transcript rows; quantises the money columns to their stored scale. Raises LogUnavailable when the
+        batch could not be written (nothing of it counts), TypeError/ValueError for an event that cannot
+        be stored.
+        """
+        if self._closing or self._committer is None:
+            raise LogUnavailable("the event log is not running")
+        occurred_at = event.get("occurred_at")
+        if type(occurred_at) is datetime and occurred_at.tzinfo is UTC:
+            event_date = occurred_at.date()
+        elif isinstance(occurred_at, datetime) and occurred_at.utcoffset() is not None:
+            event_date = occurred_at.astimezone(UTC).date()
+        else:
+            raise ValueError("event occurred_at must be a timezone-aware datetime")
+        event_id = event.get("event_id")
+        if not event_id:
+            raise ValueError("event has no event_id")
+        event["writer_id"] = self.writer_id
+        event["event_date"] = event_date
+        event.pop("seq", None)
+        if transcripts:
+            for row in transcripts:
+                if row.setdefault("event_id", event_id) != event_id:
+                    raise ValueError("a transcript row belongs to another event")
+                row["event_date"] = event_date
+        idem = None if idempotency is None else {**idempotency, "event_id": event_id}
+        money = []
+        for name, quantum, digits in _EVENT_DECIMALS:
+            value = event.get(name)
+            if value is not None:
+                value = event[name] = _money(name, value, quantum, digits)
+                money.append((name, value))
+        # Money goes in as strings: orjson writes them natively, a `default` callback per value costs more.
+        # The record lacks only its seq, which the committer puts in front of the event's fields.
+        try:
+            for name, value in money:
+                event[name] = str(value)
+            record = orjson.dumps({"event": event, "transcripts": transcripts, "idem": idem}, default=_json_default)
+        finally:
+            for name, value in money:
+                event[name] = value
+        future = self._loop.create_future()
+        self._pending.append((record, event, future))
+        if not self._wake.is_set():
+            self._wake.set()
+        return await future
+
+    async def _commit_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        tick = min(1.0, max(0.005, self.roll_age_s / 4))
+        while True:
+            if not self._pending:
+                if self._closing:
+                    break
+                try:
+                    await asyncio.wait_for(self._wake.wait(), tick)
+                except TimeoutError:
+                    pass
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                try:
+                    first = await loop.run_in_executor(self._commit_pool, self._commit, batch)
+                except Exception as exc:
+                    self.write_errors += 1
+                    if not isinstance(exc, OSError):
+                        log.exception("event log: a batch failed")
+                    else:
+                        log.error("event log: writing a batch of %d failed: %s", len(batch), exc)
+                    for *_, future in batch:
+                        if not future.done():
+                            error = LogUnavailable(f"the usage log cannot be written: {exc}")
+                            error.__cause__ = exc
+                            future.set_exception(error)
+                else:
+                    seq = first
+                    for _, event, future in batch:
+                        event["seq"] = seq
+                        try:
+                            future.set_result(seq)
+                        except asyncio.InvalidStateError:  # a cancelled caller: its event is written all the same
+                            pass
+                        seq += 1
+                    self.events_written += len(batch)
+                    self.batches += 1
+                    self.last_batch_size = len(batch)
+            if self._roll_due():
+                self._seal()
+        if self._dirty_len is not None:
+            try:
+                await loop.run_in_executor(self._commit_pool, self._restore_length)
+            except OSError as exc:
+                log.error("event log: the active segment keeps a failed batch's bytes: %s", exc)
+        if self._fd is not None:
+            if self._dirty_len is None:
+                self._seal()
+            else:  # leave it to recover(), which keeps only records that check out
+                os.close(self._fd)
+                self._fd = None
+
+    def _commit(self, batch: list[tuple[bytes, dict, asyncio.Future]]) -> int:
+        """In the commit thread: write the batch as records seq, seq+1, ... with one write and one fsync."""
+        if self._dirty_len is not None:
+            self._restore_length()
+        if self._fd is None:
+            self._open_segment()
+        first, n = self._next_seq, len(batch)
+        lines = [  # the record with its seq: '{"event":{' + '"seq":N,' + the rest
+            b'{"event":{"seq":%d,' % seq + record[_EVENT_OPEN:]
+            for seq, (record, _, _) in zip(range(first, first + n), batch, strict=True)
+        ]
+        parts = [b""] * (2 * n)
+        parts[0::2] = map(_HEADER.pack, map(len, lines), map(zlib.crc32, lines))
+        parts[1::2] = lines
+        data = b"".join(parts)
+        start = self._seg_len
+        try:
+            self._write(self._fd, data)
+            began = time.perf_counter()
+            self._fsync(self._fd)
+            self.fsync_seconds_total += time.perf_counter() - began
+        except OSError:
+            # Nothing of the batch counts: cut it off, or cut it off before the next write.
+            self._dirty_len = start
+            try:
+                self._restore_length()
+            except OSError as exc:
+                log.error("event log: cannot cut a failed batch off %s yet: %s", self._seg_path.name, exc)
+            raise
+        self._seg_len = start + len(data)
+        self._seg_lines.append(b"\n".join(lines))
+        self._seg_longest = max(self._seg_longest, max(map(len, lines)))
+        self._next_seq = first + n
+        return first
+
+    def _write(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    def _fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def _restore_length(self) -> None:
+        os.ftruncate(self._fd, self._dirty_len)
+        self._fsync(self._fd)
+        self._seg_len = self._dirty_len
+        self._dirty_len = None
+
+    def _open_segment(self) -> None:
+        path = self.wal_dir / f"{self.writer_id}.{self._next_seq:012d}.wal"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            _fsync_dir(self.wal_dir)
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        self._fd, self._seg_path, self._seg_len, self._seg_opened = fd, path, 0, time.monotonic()
+
+    def _roll_due(self) -> bool:
+        if self._fd is None or self._dirty_len is not None:  # a dirty segment is cut back before sealing
+            return False
+        return self._seg_len >= self.roll_bytes or time.monotonic() - self._seg_opened >= self.roll_age_s
+
+    def _seal(self) -> None:
+        os.close(self._fd)
+        self._roll_queue.put_nowait((self._seg_path, self._seg_lines, self._seg_longest))
+        self._fd = self._seg_path = None
+        self._seg_len = self._seg_longest = 0
+        self._seg_lines = []
+
+    # --- rolling into Parquet ---
+
+    async def _roll_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while (sealed := await self._roll_queue.get()) is not None:
+            path = sealed[0]
+            delay = 0.1
+            while True:
+                try:
+                    await loop.run_in_executor(self._roll_pool, self._roll_segment, *sealed)
+                    break
+                except Exception:
+                    self.roll_errors += 1
+                    log.exception("event log: rolling %s into Parquet failed", path.name)
+                    if self._closing:
+                        return  # the rest stays in the WAL for recover()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), delay)
+                    delay = min(delay * 2, 30.0)
+
+    def _roll_segment(self, path: Path, lines: list[bytes], longest: int) -> None:
+        """Write a sealed segment's records (`lines`: chunks of JSON lines, as written; `longest`: the
+        longest line) as Parquet files, then delete the segment."""
+        if lines:
+            events, transcripts, idempotency = _decode(lines, longest)
+            seqs = pc.min_max(events["seq"])
+            first, last = seqs["min"].as_py(), seqs["max"].as_py()
+            name = f"{self.writer_id}-{first:012d}-{last:012d}.parquet"
+            for table, root in ((events, self.events_dir), (transcripts, self.transcripts_dir)):
+                for day in pc.unique(table["event_date"]).to_pylist():
+                    if day is None:
+                        log.error("event log: %s has rows without event_date, not rolled", path.name)
+                        continue
+                    part = table.filter(pc.equal(table["event_date"], pa.scalar(day, pa.date32())))
+                    _write_parquet(part, root / f"event_date={day.isoformat()}" / name)
+            if idempotency.num_rows:
+                _write_parquet(idempotency, self.idempotency_dir / name)
+        path.unlink(missing_ok=True)
+        _fsync_dir(self.wal_dir)
+        self.rolls += 1
+        self._expire_idempotency()
+
+    def _expire_idempotency(self) -> None:
+        """Delete idempotency files whose newest record is older than the TTL plus a day."""
+        cutoff = datetime.now(UTC) - self.idempotency_ttl - timedelta(days=1)
+        seen = set()
+        for path in self.idempotency_dir.glob("*.parquet"):
+            seen.add(path.name)
+            if path.name not in self._idem_newest:
+                try:
+                    created = pq.read_table(path, columns=["created_at"])["created_at"]
+                except (OSError, pa.ArrowException) as exc:
+                    log.warning("event log: cannot read %s: %s", path.name, exc)
+                    continue
+                self._idem_newest[path.name] = pc.max(created).as_py()
+            newest = self._idem_newest[path.name]
+            if newest is None or newest < cutoff:
+                path.unlink(missing_ok=True)
+                seen.discard(path.name)
+        self._idem_newest = {k: v for k, v in self._idem_newest.items() if k in seen}
+
+    # --- reading back ---
+
+    def load_idempotency(self) -> dict[tuple[str, str], dict]:
+        """Stored responses younger than the TTL, from Parquet and the WAL, keyed (tenant_id, key)."""
+        cutoff = datetime.now(UTC) - self.idempotency_ttl
+        tables = []
+        files = sorted(str(p) for p in self.idempotency_dir.glob("*.parquet"))
+        if files:
+            dataset = ds.dataset(files, format="parquet", schema=IDEMPOTENCY_SCHEMA)
+            tables.append(dataset.to_table(filter=ds.field("created_at") >= cutoff))
+        for path in self._segments():
+            payloads = _read_segment(path)[0]
+            if payloads:
+                idem = _decode(payloads, max(map(len, payloads)))[2]
+                tables.append(idem.filter(pc.greater_equal(idem["created_at"], pa.scalar(cutoff, UTC_TS))))
+        out: dict[tuple[str, str], dict] = {}
+        for table in tables:
+            for row in table.to_pylist():
+                out.setdefault((row["tenant_id"], row["key"]), row)  # the first answer stays the answer
+        return out
+
+    # --- files of this writer ---
+
+    def _segments(self) -> list[Path]:
+        found = []
+        for path in self.wal_dir.glob("*.wal"):
+            writer, _, first = path.name[: -len(".wal")].rpartition(".")
+            if writer == self.writer_id and first.isdigit():
+                found.append((int(first), path))
+        return [path for _, path in sorted(found)]
+
+    def _own_parquet_files(self, temp: bool = False) -> Iterable[Path]:
+        """This writer's Parquet files (or leftover temp files): <writer_id>-<first>-<last>.parquet."""
+        pattern = ".*.parquet.tmp" if temp else "*.parquet"
+        candidates = [
+            *self.events_dir.glob(f"event_date=*/{pattern}"),
+            *self.transcripts_dir.glob(f"event_date=*/{pattern}"),
+            *self.idempotency_dir.glob(pattern),
+        ]
+        for path in candidates:
+            stem = path.name.removeprefix(".").removesuffix(".tmp").removesuffix(".parquet")
+            writer, _, rest = stem.partition(f"{self.writer_id}-")
+            first, _, last = rest.partition("-")
+            if not writer and first.isdigit() and last.isdigit():
+                yield path
+
+    def _last_seq_in_parquet(self) -> int:
+        return max(
+            (int(p.name.removesuffix(".parquet").rsplit("-", 1)[1]) for p in self._own_parquet_files()), default=0
+        )
+
+    def _remove_own_temp_files(self) -> None:
+        for path in self._own_parquet_files(temp=True):
+            path.unlink(missing_ok=True)
+
+
+def read_events_after(
+    events_dir: Path, watermark: dict[str, int], since: datetime, columns: list[str] | None = None
+) -> pa.Table:
+    """Events at or after `since` with a seq above their writer's watermark, one row per event_id."""
+    names = list(columns) if columns else EVENT_SCHEMA.names
+    read = names if "event_id" in names else [*names, "event_id"]
+    if not Path(events_dir).is_dir():
+        return EVENT_SCHEMA.empty_table().select(names)
+    since = since.replace(tzinfo=UTC) if since.utcoffset() is None else since.astimezone(UTC)
+    dataset = ds.dataset(events_dir, format="parquet", schema=EVENT_SCHEMA, partitioning=_EVENT_PARTITIONING)
+    condition = (ds.field("event_date") >= since.date()) & (ds.field("occurred_at") >= since)
+    for writer, seq in watermark.items():
+        condition &= (ds.field("writer_id") != writer) | (ds.field("seq") > seq)
+    table = dataset.to_table(columns=read, filter=condition)
+    return _dedupe(table, "event_id").select(names)
+
+
+def _dedupe(table: pa.Table, key: str) -> pa.Table:
+    """Keep the first row of each `key` (files are rewritten whole, so a copy is the same event)."""
+    if table.num_rows < 2 or len(pc.unique(table[key])) == table.num_rows:
+        return table
+    rows = pc.subtract(pc.cumulative_sum(pa.repeat(1, table.num_rows)), 1)
+    keyed = pa.table({key: table[key], "_row": rows})
+    first = keyed.group_by(key, use_threads=False).aggregate([("_row", "min")])["_row_min"]
+    return table.take(pc.sort_indices(first))
+
+
+# --- records ---
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} cannot be stored in the event log")
+
+
+def _money(name: str, value: Any, quantum: Decimal, digits: int) -> Decimal:
+    """`value` at the column's scale (half-even), refused if it has more integer digits than the column."""
+    if type(value) is not Decimal:
+        if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
+            raise TypeError(f"{name} must be a Decimal, not {type(value).__name__}")
+        value = Decimal(value)
+    try:
+        value = value.quantize(quantum, ROUND_HALF_EVEN)
+        if value.adjusted() < digits and value.is_finite():
+            return value
+    except InvalidOperation:
+        pass
+    raise ValueError(f"{name} {value} does not fit the event log")
+
+
+def _read_segment(path: Path) -> tuple[list[bytes], int, int]:
+    """The payloads of the records that check out, up to the first that does not; that record's offset;
+    the file's size."""
+    data = path.read_bytes()
+    payloads = []
+    pos, size = 0, len(data)
+    unpack, crc32 = _HEADER.unpack_from, zlib.crc32
+    while pos + _HEADER.size <= size:
+        length, crc = unpack(data, pos)
+        end = pos + _HEADER.size + length
+        if length == 0 or length > _MAX_RECORD or end > size:
+            break
+        payload = data[pos + _HEADER.size : end]
+        if crc32(payload) != crc:
+            break
+        payloads.append(payload)
+        pos = end
+    return payloads, pos, size
+
+
+def _read_type(schema: pa.Schema) -> pa.StructType:
+    # Arrow's JSON reader has no dates: read them as strings, cast afterwards.
+    return pa.struct([pa.field(f.name, pa.string()) if pa.types.is_date(f.type) else f for f in schema])
+
+
+_RECORD_SCHEMA = pa.schema(
+    [
+        ("event", _read_type(EVENT_SCHEMA)),
+        ("transcripts", pa.list_(_read_type(TRANSCRIPT_SCHEMA))),
+        ("idem", _read_type(IDEMPOTENCY_SCHEMA)),
+    ]
+)
+_PARSE = pj.ParseOptions(explicit_schema=_RECORD_SCHEMA, unexpected_field_behavior="ignore")
+
+
+def _decode(lines: list[bytes], longest: int) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """Records (chunks of JSON lines) -> (events, transcripts, idempotency) tables, in the exact schemas."""
+    ndjson = b"\n".join(lines)
+    try:
+        block = max(1 << 22, 2 * longest + 2)
+        records = pj.read_json(io.BytesIO(ndjson), pj.ReadOptions(use_threads=False, block_size=block), _PARSE)
+        idem = records["idem"]
+        return (
+            pa.Table.from_struct_array(records["event"]).cast(EVENT_SCHEMA),
+            pa.Table.from_struct_array(pc.list_flatten(records["transcripts"])).cast(TRANSCRIPT_SCHEMA),
+            pa.Table.from_struct_array(idem.filter(pc.is_valid(idem))).cast(IDEMPOTENCY_SCHEMA),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        # A value Arrow will not take must never block the log: convert value by value, null what fails.
+        log.warning("event log: converting records value by value: %s", exc)
+        events, transcripts, idems = [], [], []
+        for payload in ndjson.split(b"\n"):
+            record = orjson.loads(payload)
+            events.append(record["event"])
+            transcripts.extend(record.get("transcripts") or ())
+            if record.get("idem"):
+                idems.append(record["idem"])
+        return (
+            _lenient_table(events, EVENT_SCHEMA),
+            _lenient_table(transcripts, TRANSCRIPT_SCHEMA),
+            _lenient_table(idems, IDEMPOTENCY_SCHEMA),
+        )
+
+
+def _lenient_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    columns = []
+    for field in schema:
+        values = [_coerce(row.get(field.name), field.type) for row in rows]
+        try:
+            columns.append(pa.array(values, field.type))
+        except (pa.ArrowException, ValueError, TypeError, OverflowError):
+            columns.append(pa.nulls(len(rows), field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _coerce(value: Any, type_: pa.DataType) -> Any:
+    if value is None:
+        return None
+    try:
+        if pa.types.is_string(type_):
+            return value if isinstance(value, str) else orjson.dumps(value).decode()
+        if pa.types.is_boolean(type_):
+            return bool(value)
+        if pa.types.is_integer(type_):
+            number, limit = int(value), 1 << (type_.bit_width - 1)
+            return number if -limit <= number < limit else None
+        if pa.types.is_decimal(type_):
+            return _money("", str(value), Decimal(1).scaleb(-type_.scale), type_.precision - type_.scale)
+        if pa.types.is_timestamp(type_):
+            moment = datetime.fromisoformat(value)
+            return moment.replace(tzinfo=UTC) if moment.utcoffset() is None else moment.astimezone(UTC)
+        if pa.types.is_date(type_):
+            return date.fromisoformat(str(value)[:10])
+    except (ValueError, TypeError, ArithmeticError):
+        return None
+    return None
+
+
+# --- files ---
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    """Write `table` to `path` so that no reader ever sees a partial file, and durably."""
+    _ensure_dir(path.parent)
+    temp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, temp)
+    fd = os.open(temp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, path)
+    _fsync_dir(path.parent)
+
+
+def _ensure_dir(path: Path) -> None:
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
