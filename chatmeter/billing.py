@@ -108,11 +108,14 @@ def plan_month_cost(plan: Plan, usage: dict[str, Decimal], margin: Decimal, prov
     return total
 
 
-def plan_covers(plan: Plan, usage: dict[str, Decimal]) -> bool:
-    """True when no hard monthly tenant limit of the plan would refuse this month's usage."""
-    for meter, quantity in usage.items():
-        limit = plan.month_limit(meter)
-        if limit is not None and limit.hard is not None and quantity > limit.hard:
+def plan_covers(plan: Plan, usage: dict[str, Decimal], peak_day: dict[str, Decimal] | None = None) -> bool:
+    """True when no hard tenant limit of the plan would refuse this usage: monthly limits against the month's
+    usage, daily limits against the busiest day's."""
+    for limit in plan.limits:
+        if limit.scope != "tenant" or limit.hard is None:
+            continue
+        source = usage if limit.window == "month" else (peak_day or {})
+        if source.get(limit.meter, ZERO) > limit.hard:
             return False
     return True
 
