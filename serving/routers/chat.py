@@ -67,6 +67,21 @@ class EmbeddingRequest(BaseModel):
     user: str | None = Field(default=None, max_length=256)
 
 
+def chat_request(body: ChatCompletionRequest) -> ChatRequest:
+    """The call as it goes upstream, before admission clamps its max_tokens."""
+    return ChatRequest(
+        model=body.model,
+        messages=[m.model_dump(exclude_none=True) for m in body.messages],
+        max_tokens=body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS,
+        tools=body.tools,
+        tool_choice=body.tool_choice,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=[body.stop] if isinstance(body.stop, str) else body.stop,
+        user=body.user,
+    )
+
+
 def usage_json(usage: Usage) -> dict:
     return {
         "prompt_tokens": usage.input_tokens,
@@ -166,20 +181,9 @@ async def chat_completions(
         conversation_id=conversation_id or uuid7(),
         idempotency_key=idempotency_key,
     )
-    messages = [m.model_dump(exclude_none=True) for m in body.messages]
-    stop = [body.stop] if isinstance(body.stop, str) else body.stop
-    requested = body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS
-    request = ChatRequest(
-        model=body.model,
-        messages=messages,
-        max_tokens=requested,
-        tools=body.tools,
-        tool_choice=body.tool_choice,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        stop=stop,
-        user=body.user,
-    )
+    request = chat_request(body)
+    messages = request.messages
+    requested = request.max_tokens
     input_bound = rt.provider.input_token_bound(request)
     idem_slot = (call.subject.tenant_id, idempotency_key) if idempotency_key else None
     if idem_slot:
@@ -417,7 +421,5 @@ bench_router = APIRouter(tags=["bench"], include_in_schema=False)
 @bench_router.post("/bench/unmetered")
 async def unmetered(body: ChatCompletionRequest, caller: CallerDep, rt: RuntimeDep):
     """The baseline of `make bench`: the same body, auth and model call, with no admission, log or settle."""
-    request = ChatRequest(model=body.model, messages=[m.model_dump(exclude_none=True) for m in body.messages],
-                          max_tokens=body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS)
-    completion = await rt.provider.complete(request)
+    completion = await rt.provider.complete(chat_request(body))
     return JSONResponse(completion_json(f"chatcmpl-{uuid7()}", int(time.time()), body.model, completion))
