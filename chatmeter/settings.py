@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     wal_roll_bytes: int = 16 * 1024 * 1024
     wal_roll_age_s: float = 5.0
     # How often the API looks for a new limit snapshot and catalog file change.
-    reload_interval_s: float = 1.0
+    reload_interval_s: float = 0.25
     auth_cache_ttl_s: float = 5.0
     grace_days: int = 14
     transcript_retention_days: int = 30

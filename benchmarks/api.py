@@ -1,0 +1,114 @@
+"""The API under load from wrk (a separate process, on loopback): metered vs the same app's unmetered route."""
+
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from chatmeter.catalog import SHIPPED_CATALOG
+
+ROOT = Path(__file__).resolve().parent
+ADMIN = "bench-admin"
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+DURATION_S = int(os.environ.get("BENCH_DURATION_S", "8"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+# Admission runs in full for this plan (hard limits on every scope), but nobody reaches them.
+BENCH_PLAN = """
+[plans.bench]
+name = "Bench"
+monthly_fee = "0"
+limits = [
+  { meter = "tokens", window = "month", included = 1000000000000, hard = 1000000000000 },
+  { meter = "requests", window = "day", included = 1000000000, hard = 1000000000 },
+  { meter = "tokens", window = "day", scope = "end_user", included = 1000000000000, hard = 1000000000000 },
+  { meter = "requests", window = "day", scope = "key", included = 1000000000, hard = 1000000000 },
+]
+"""
+BODY = {"model": "gpt-4o-mini", "max_tokens": 64, "user": "bench-user",
+        "messages": [{"role": "system", "content": "You are a concise assistant."},
+                     {"role": "user", "content": "How do I reset my password? I tried twice already."}]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Api:
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        catalog = data_dir.parent / "catalog.toml"
+        catalog.write_text(SHIPPED_CATALOG.read_text() + BENCH_PLAN)
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "CHATMETER_DATA_DIR": str(data_dir), "CHATMETER_ADMIN_TOKEN": ADMIN,
+               "CHATMETER_CATALOG_PATH": str(catalog), "CHATMETER_BENCH_ROUTES": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "chatmeter.cli", "serve", "--port", str(self.port)],
+                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(600):
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        r = httpx.post(f"{self.url}/admin/tenants", json={"name": "bench", "plan": "bench"},
+                       headers={"Authorization": f"Bearer {ADMIN}"})
+        r.raise_for_status()
+        self.key = r.json()["api_key"]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def wrk(url: str, path: str, key: str, body: dict, workdir: Path) -> dict:
+    script = workdir / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(json.dumps(body))}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+        "done = function(summary, latency, requests)\n"
+        '  io.write(string.format("P50_US %d\\nP99_US %d\\nNON2XX %d\\n", latency:percentile(50),'
+        " latency:percentile(99), summary.errors.status))\n"
+        "end\n")
+    out = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION_S}s", "-s", str(script), f"{url}{path}"],
+                         capture_output=True, text=True, check=True).stdout
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": int(re.search(r"P50_US (\d+)", out).group(1)) / 1000,
+        "p99_ms": int(re.search(r"P99_US (\d+)", out).group(1)) / 1000,
+        "non_2xx": int(re.search(r"NON2XX (\d+)", out).group(1)),
+    }
+
+
+def bench_api(api: Api, workdir: Path) -> dict:
+    wrk(api.url, "/v1/chat/completions", api.key, BODY, workdir)  # warm-up
+    metered, unmetered, streamed = [], [], []
+    for _ in range(REPEATS):  # interleaved, so drift affects both alike
+        unmetered.append(wrk(api.url, "/bench/unmetered", api.key, BODY, workdir))
+        metered.append(wrk(api.url, "/v1/chat/completions", api.key, BODY, workdir))
+        streamed.append(wrk(api.url, "/v1/chat/completions", api.key, {**BODY, "stream": True}, workdir))
+
+    def med(runs: list[dict], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    return {
+        "api.metered_rps": round(med(metered, "rps"), 1),
+        "api.unmetered_rps": round(med(unmetered, "rps"), 1),
+        "api.throughput_ratio": round(med(metered, "rps") / med(unmetered, "rps"), 3),
+        "api.p50_added_ms": round(med(metered, "p50_ms") - med(unmetered, "p50_ms"), 3),
+        "api.p99_added_ms": round(med(metered, "p99_ms") - med(unmetered, "p99_ms"), 3),
+        "api.concurrency": CONNECTIONS,
+        "api.stream_metered_rps": round(med(streamed, "rps"), 1),
+        "api.non_2xx": sum(r["non_2xx"] for r in metered + unmetered + streamed),
+    }
