@@ -50,7 +50,8 @@ class Runtime:
         )
         self.provider = provider or make_provider(settings.provider, simulated_latency_ms=settings.simulated_latency_ms)
         self.idempotency: dict[tuple[str, str], dict] = {}
-        self.in_flight: set[tuple[str, str]] = set()
+        # Idempotency keys of calls under way, until when (a stream never started is forgotten by then).
+        self.in_flight: dict[tuple[str, str], float] = {}
         self.sessions = Sessions()
         self._tenants: dict[str, TenantContext] = {}
         self._keys: dict[str, tuple[ApiKey | None, float]] = {}

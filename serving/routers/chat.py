@@ -144,7 +144,7 @@ def _replay(rt: Runtime, tenant_id: str, key: str | None, request_hash: str) -> 
         return None
     record = rt.idempotency.get((tenant_id, key))
     if record is None:
-        if (tenant_id, key) in rt.in_flight:
+        if rt.in_flight.get((tenant_id, key), 0.0) > time.monotonic():
             raise ApiError(
                 409, "a request with this Idempotency-Key is still in progress", code="idempotency_in_progress"
             )
@@ -187,12 +187,12 @@ async def chat_completions(
     input_bound = rt.provider.input_token_bound(request)
     idem_slot = (call.subject.tenant_id, idempotency_key) if idempotency_key else None
     if idem_slot:
-        rt.in_flight.add(idem_slot)
+        rt.in_flight[idem_slot] = time.monotonic() + rt.settings.request_timeout_s + 5
     try:
         hold = await metered.admit(rt, call, input_bound, requested)
     except ApiError:
         if idem_slot:
-            rt.in_flight.discard(idem_slot)
+            rt.in_flight.pop(idem_slot, None)
         metrics.ADMISSIONS.labels("refused").inc()
         raise
     metrics.ADMISSIONS.labels("clamped" if hold.clamped else "admitted").inc()
@@ -227,7 +227,7 @@ async def chat_completions(
         return JSONResponse(payload, headers=headers)
     finally:
         if idem_slot:
-            rt.in_flight.discard(idem_slot)
+            rt.in_flight.pop(idem_slot, None)
         call.release(rt)
 
 
@@ -367,7 +367,7 @@ async def _stream(
         yield b"data: [DONE]\n\n"
     finally:
         if idem_slot:
-            rt.in_flight.discard(idem_slot)
+            rt.in_flight.pop(idem_slot, None)
         if not settled:
             # The client went away mid-stream: meter only what was delivered, outside the cancelled task.
             partial = rt.provider.estimate_usage(request, "".join(delivered)) if delivered else Usage()
