@@ -294,8 +294,9 @@ class Store:
         unknown = set(values) - allowed
         if unknown:
             raise ValueError(f"cannot update {sorted(unknown)}")
-        with self.engine.begin() as con:
-            con.execute(update(tenants).where(tenants.c.tenant_id == tenant_id).values(**values))
+        if values:  # an empty UPDATE is not SQL; nothing to change is no change
+            with self.engine.begin() as con:
+                con.execute(update(tenants).where(tenants.c.tenant_id == tenant_id).values(**values))
         return self.get_tenant(tenant_id)
 
     # --- API keys ---

@@ -235,8 +235,7 @@ class Admission:
         """Swap in a new baseline and drop the live deltas at or below its watermark. Returns events dropped."""
         for writer, mark in self.watermark.items():
             if watermark.get(writer, 0) < mark:
-                log.error("snapshot %s goes back in time for writer %s; ignored", snapshot_id, writer)
-                return 0
+                raise ValueError(f"snapshot {snapshot_id} goes back in time for writer {writer}")
         dropped = 0
         for writer, mark in watermark.items():
             retained = self._retained[writer]

@@ -95,7 +95,7 @@ class Runtime:
             try:
                 snap = snapshots.load_snapshot(self.settings.snapshots_dir)
                 self.admission.apply_snapshot(snap.snapshot_id, snap.rows, snap.watermark)
-            except snapshots.SnapshotError as exc:
+            except (snapshots.SnapshotError, ValueError) as exc:
                 self.snapshot_errors += 1
                 log.error("limit snapshot ignored: %s", exc)
         since = utcnow() - timedelta(days=32)  # the oldest start a current window can have
@@ -160,13 +160,13 @@ class Runtime:
         self._snapshot_mtime = mtime
         try:
             snap = snapshots.load_snapshot(self.settings.snapshots_dir)
-        except snapshots.SnapshotError as exc:
+            if snap.snapshot_id == self.admission.snapshot_id:
+                return False
+            dropped = self.admission.apply_snapshot(snap.snapshot_id, snap.rows, snap.watermark)
+        except (snapshots.SnapshotError, ValueError) as exc:
             self.snapshot_errors += 1
             log.error("limit snapshot ignored, the previous one stays in force: %s", exc)
             return False
-        if snap.snapshot_id == self.admission.snapshot_id:
-            return False
-        dropped = self.admission.apply_snapshot(snap.snapshot_id, snap.rows, snap.watermark)
         log.info(
             "limit snapshot %s in force (%d rows); %d live events folded in", snap.snapshot_id, len(snap.rows), dropped
         )

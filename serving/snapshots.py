@@ -66,8 +66,12 @@ def load_snapshot(snapshots_dir: Path) -> Snapshot:
         raise SnapshotError(f"{path.name}: missing columns {sorted(missing)} (expected {SNAPSHOT_SCHEMA.names})")
     rows: dict[CounterKey, Num] = {}
     cols = table.select(["tenant_id", "scope", "scope_id", "meter", "window", "window_start", "used"]).to_pydict()
-    for tenant, scope, scope_id, meter, window, start, used in zip(*cols.values(), strict=True):
-        amount = Decimal(used) if meter == "credits" else int(used)
-        key = (tenant, scope, scope_id or "", meter, window, int(start.timestamp()))
-        rows[key] = rows.get(key, 0) + amount
+    try:
+        for tenant, scope, scope_id, meter, window, start, used in zip(*cols.values(), strict=True):
+            amount = Decimal(used) if meter == "credits" else int(used)
+            key = (tenant, scope, scope_id or "", meter, window, int(start.timestamp()))
+            rows[key] = rows.get(key, 0) + amount
+    except (TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+        # Right columns, unusable values (a null count, a window start that is no time): refuse it whole.
+        raise SnapshotError(f"{path.name}: unusable row: {exc}") from None
     return Snapshot(snapshot_id, watermark, rows)

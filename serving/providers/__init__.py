@@ -46,7 +46,9 @@ def sdk_error(provider: str, exc: BaseException, sdk: ModuleType) -> ProviderErr
     elif isinstance(exc, sdk.APIStatusError):
         code = exc.status_code
         retryable = code in (408, 409, 429) or code >= 500
-        error = ProviderError(f"{provider} returned HTTP {code}", status=502, retryable=retryable)
+        # The provider refusing the request itself (an unknown model, a bad tool schema) is the caller's 400.
+        status = 400 if code in (400, 404, 413, 422) else 502
+        error = ProviderError(f"{provider} returned HTTP {code}", status=status, retryable=retryable)
     else:
         error = ProviderError(f"{provider} call failed ({type(exc).__name__})", status=502)
     logger.warning("%s call failed: %s (%s)", provider, error, type(exc).__name__)

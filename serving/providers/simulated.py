@@ -104,8 +104,11 @@ def _sample_value(schema: dict[str, Any]) -> Any:
 
 
 def _sample_arguments(schema: dict[str, Any] | None) -> dict[str, Any]:
-    properties = (schema or {}).get("properties") or {}
-    return {name: _sample_value(prop or {}) for name, prop in properties.items()}
+    # A caller's schema is not checked deeply: whatever is not an object schema samples as empty.
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(properties, dict):
+        return {}
+    return {name: _sample_value(prop if isinstance(prop, dict) else {}) for name, prop in properties.items()}
 
 
 def _chosen_function(request: ChatRequest) -> dict[str, Any] | None:

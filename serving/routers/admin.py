@@ -46,6 +46,14 @@ class TenantUpdate(_Body):
     status: str | None = Field(default=None, pattern="^(active|suspended)$")
     webhook_url: AnyHttpUrl | None = None
 
+    @field_validator("name", "status")
+    @classmethod
+    def _not_null(cls, value: str | None) -> str:
+        # Left out means unchanged; an explicit null would blank a column that must have a value.
+        if value is None:
+            raise ValueError("may be left out, not null")
+        return value
+
 
 class KeyCreate(_Body):
     name: str = Field(default="default", min_length=1, max_length=200)
@@ -87,6 +95,11 @@ class CreditGrantCreate(_Body):
 def _aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         raise ApiError(422, "times must carry a UTC offset, e.g. 2026-01-01T00:00:00Z", code="naive_datetime")
+    if value is not None:
+        try:
+            value.astimezone(UTC)  # stored in UTC: 0001-01-01T00:00+14:00 has no UTC time
+        except OverflowError:
+            raise ApiError(422, "time out of range once in UTC", code="invalid_datetime") from None
     return value
 
 

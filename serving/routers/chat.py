@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response, StreamingResponse
 
 from chatmeter.ids import uuid7
@@ -29,6 +29,15 @@ MAX_TOKENS = 1_000_000
 DEFAULT_MAX_TOKENS = 1024
 
 
+def _function_of(item: dict[str, Any], strings: tuple[str, ...]) -> dict[str, Any]:
+    """The `function` object of a tool call, tool or tool choice, checked where the providers read it:
+    an object whose `strings` fields, when given, are strings. Bad shapes are a 422, not a crash."""
+    function = item.get("function") or {}
+    if not isinstance(function, dict) or any(not isinstance(function.get(k, ""), str) for k in strings):
+        raise ValueError(f"`function` must be an object with string fields {', '.join(strings)}")
+    return function
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -37,6 +46,24 @@ class ChatMessage(BaseModel):
     name: str | None = Field(default=None, max_length=256)
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _parts(cls, content: str | list[dict[str, Any]] | None):
+        for part in content if isinstance(content, list) else ():
+            image = part.get("image_url")
+            if not isinstance(part.get("text", ""), str) or (
+                isinstance(image, dict) and not isinstance(image.get("url", ""), str)
+            ):
+                raise ValueError("a content part's `text` and `image_url.url` must be strings")
+        return content
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _tool_calls(cls, calls: list[dict[str, Any]] | None):
+        for call in calls or ():
+            _function_of(call, ("name", "arguments"))
+        return calls
 
 
 class ChatCompletionRequest(BaseModel):
@@ -57,6 +84,21 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(default=None, ge=0, le=1)
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1, le=1)
+
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, tools: list[dict[str, Any]] | None):
+        for tool in tools or ():
+            if not isinstance(_function_of(tool, ("name",)).get("parameters") or {}, dict):
+                raise ValueError("a tool's `parameters` must be a JSON Schema object")
+        return tools
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice(cls, choice: str | dict[str, Any] | None):
+        if isinstance(choice, dict):
+            _function_of(choice, ("name",))
+        return choice
 
 
 class EmbeddingRequest(BaseModel):
@@ -249,14 +291,22 @@ def _idempotency_record(call: Call, key: str | None, request_hash: str, payload:
     }
 
 
+def upstream_failure(exc: Exception) -> ApiError:
+    """What the client is told when the model failed: our timeout or the provider's is 504, the provider
+    refusing the request is 400, anything else 502. The provider's own words are never passed on."""
+    if isinstance(exc, TimeoutError) or getattr(exc, "status", None) == 504:
+        return ApiError(504, "the model did not answer in time", code="upstream_timeout")
+    if getattr(exc, "status", None) == 400:
+        return ApiError(400, f"the model provider refused the request: {exc}", code="upstream_rejected")
+    return ApiError(502, f"the model provider failed: {exc}", code="upstream_error")
+
+
 async def _provider_failed(rt: Runtime, call: Call, exc: Exception) -> ApiError:
     """Release the hold, record the failed call (metering nothing), and say what happened."""
-    timed_out = isinstance(exc, TimeoutError) or getattr(exc, "status", None) == 504
-    code = "upstream_timeout" if timed_out else "upstream_error"
-    await metered.settle(rt, call, Usage(), status="error", error_code=code)
-    metrics.REQUESTS.labels("chat", code).inc()
-    message = "the model did not answer in time" if timed_out else f"the model provider failed: {exc}"
-    return ApiError(504 if timed_out else 502, message, code=code)
+    error = upstream_failure(exc)
+    await metered.settle(rt, call, Usage(), status="error", error_code=error.code)
+    metrics.REQUESTS.labels("chat", error.code).inc()
+    return error
 
 
 def _replayed(record: dict, stream: bool) -> Response:
@@ -331,7 +381,7 @@ async def _stream(
                     )
         except (ProviderError, TimeoutError) as exc:
             # Meter what was delivered; the hold goes back.
-            code = "upstream_timeout" if isinstance(exc, TimeoutError) else "upstream_error"
+            code = upstream_failure(exc).code
             partial = rt.provider.estimate_usage(request, "".join(delivered)) if delivered else Usage()
             settled = True
             await metered.settle(

@@ -20,7 +20,7 @@ from serving.errors import ApiError
 from serving.http import JSONResponse, dumps
 from serving.metered import Call
 from serving.providers.base import ChatRequest, ProviderError
-from serving.routers.chat import transcript_rows
+from serving.routers.chat import transcript_rows, upstream_failure
 from serving.runtime import Runtime, TenantContext
 from serving.sessions import Session
 from serving.tools import TOOLS, run_tool
@@ -255,18 +255,13 @@ def _merge_tool_call(calls: dict[int, dict], fragment: dict) -> None:
 FALLBACK = "Sorry, I could not finish that."
 
 
-def _failure(exc: Exception) -> ApiError:
-    code = "upstream_timeout" if isinstance(exc, TimeoutError) else "upstream_error"
-    return ApiError(504 if code == "upstream_timeout" else 502, "the assistant could not answer", code=code)
-
-
 async def _complete_turn(rt: Runtime, turn: Turn, session: Session, user_message: dict) -> tuple[str, Usage]:
     call = turn.call
     try:
         async for _ in turn.run():
             pass
     except (ProviderError, TimeoutError) as exc:
-        error = _failure(exc)
+        error = upstream_failure(exc)
         await metered.settle(rt, call, turn.usage_so_far(), status="error", error_code=error.code)
         raise error from None
     except BaseException:
@@ -304,7 +299,7 @@ async def _stream_turn(
             async for piece in turn.run():
                 yield _event("delta", {"content": piece})
         except (ProviderError, TimeoutError) as exc:
-            error = _failure(exc)
+            error = upstream_failure(exc)
             settled = True
             await metered.settle(rt, call, turn.usage_so_far(), status="error", error_code=error.code)
             yield _event("error", error.body())

@@ -197,12 +197,15 @@ def test_openai_tool_calls(openai_api):
     assert deltas[-1].usage.tool_calls == 1 and not deltas[-1].usage.estimated
 
 
-@pytest.mark.parametrize(("status", "retryable"), [(500, True), (429, True), (400, False), (401, False)])
-def test_openai_http_errors(openai_api, status, retryable):
+@pytest.mark.parametrize(
+    ("status", "ours", "retryable"), [(500, 502, True), (429, 502, True), (400, 400, False), (401, 502, False)]
+)
+def test_openai_http_errors(openai_api, status, ours, retryable):
     openai_api.state.behaviour = Behaviour(fail_status=status)
     with pytest.raises(ProviderError) as failure:
         complete("openai", chat())
-    assert failure.value.status == 502 and failure.value.retryable is retryable
+    # The provider refusing the request itself is the caller's 400; its failing is our 502.
+    assert failure.value.status == ours and failure.value.retryable is retryable
     assert str(status) in str(failure.value)
     assert_safe(failure.value, OPENAI_KEY)
     assert len(openai_api.state.requests) == 1  # max_retries=0: chatmeter decides about retries
