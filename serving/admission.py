@@ -70,32 +70,39 @@ class Hold:
     clamped: bool
 
 
-@dataclass(slots=True)
-class _Retained:
-    seq: int
-    contributions: list[tuple[CounterKey, Num]]
+# What one event adds, compactly: a tuple of plain values (the garbage collector does not track those, so
+# keeping every live event since the last snapshot costs no collection time):
+# (tenant_id, api_key_id, end_user_id, day window start, month window start, tokens, requests,
+#  embedding tokens, credits)
+Counted = tuple[str, str, str, int, int, Num, Num, Num, Num]
+COUNTED_METERS = ("tokens", "requests", "embedding_tokens", "credits")
 
 
 def counter_key(subject: Subject, scope: str, meter: str, window: Window) -> CounterKey:
     return (subject.tenant_id, scope, subject.scope_id(scope), meter, window.kind, int(window.start.timestamp()))
 
 
-def contributions(
-    subject: Subject, anchor_day: int, at: datetime, amounts: dict[str, Num]
-) -> list[tuple[CounterKey, Num]]:
-    """Every counter an event adds to: each meter it used, in every scope and window."""
-    windows = (
-        ("day", int(day_window(at).start.timestamp())),
-        ("month", int(billing_month(at, anchor_day).start.timestamp())),
+def contributions(subject: Subject, anchor_day: int, at: datetime, amounts: dict[str, Num]) -> Counted:
+    """What an event adds: each meter it used, to be counted in every scope and window."""
+    return (
+        subject.tenant_id,
+        subject.api_key_id,
+        subject.end_user_id,
+        int(day_window(at).start.timestamp()),
+        int(billing_month(at, anchor_day).start.timestamp()),
+        *(amounts.get(meter, 0) for meter in COUNTED_METERS),
     )
-    tenant = subject.tenant_id
-    scopes = (("tenant", tenant), ("end_user", subject.end_user_id), ("key", subject.api_key_id))
+
+
+def counter_deltas(counted: Counted) -> list[tuple[CounterKey, Num]]:
+    """The counters an event adds to, with the amount: each meter it used x every scope x both windows."""
+    tenant, key, user, day_start, month_start = counted[:5]
     return [
         ((tenant, scope, scope_id, meter, kind, start), amount)
-        for meter, amount in amounts.items()
+        for meter, amount in zip(COUNTED_METERS, counted[5:], strict=True)
         if amount
-        for scope, scope_id in scopes
-        for kind, start in windows
+        for scope, scope_id in (("tenant", tenant), ("end_user", user), ("key", key))
+        for kind, start in (("day", day_start), ("month", month_start))
     ]
 
 
@@ -115,7 +122,8 @@ class Admission:
         self._holds: dict[int, Hold] = {}
         self._expiry: list[tuple[float, int]] = []
         self._ids = itertools.count(1)
-        self._retained: defaultdict[str, deque[_Retained]] = defaultdict(deque)
+        # Per writer, the live events since the snapshot in force: (seq, *Counted), oldest first.
+        self._retained: defaultdict[str, deque[tuple]] = defaultdict(deque)
 
     # --- reading ---
 
@@ -221,13 +229,14 @@ class Admission:
 
     # --- settling ---
 
-    def record(self, writer_id: str, seq: int, contribs: list[tuple[CounterKey, Num]]) -> None:
+    def record(self, writer_id: str, seq: int, counted: Counted) -> None:
         """Count a durable event as live, unless the snapshot in force already includes it."""
         if seq <= self.watermark.get(writer_id, 0):
             return
-        for key, amount in contribs:
-            self.live[key] += amount
-        self._retained[writer_id].append(_Retained(seq, contribs))
+        live = self.live
+        for key, amount in counter_deltas(counted):
+            live[key] += amount
+        self._retained[writer_id].append((seq, *counted))
 
     # --- snapshots ---
 
@@ -239,10 +248,10 @@ class Admission:
         dropped = 0
         for writer, mark in watermark.items():
             retained = self._retained[writer]
-            while retained and retained[0].seq <= mark:
+            while retained and retained[0][0] <= mark:
                 event = retained.popleft()
                 dropped += 1
-                for key, amount in event.contributions:
+                for key, amount in counter_deltas(event[1:]):
                     left = self.live.get(key, 0) - amount
                     if left:
                         self.live[key] = left

@@ -202,8 +202,8 @@ async def _record(
     # The log rounds money to its columns' scale; count exactly what it holds.
     amounts = quantities(call.kind, status, usage, event["credits"])
     if amounts:
-        contribs = contributions(call.subject, call.tenant.tenant.anchor_day, at, amounts)
+        counted = contributions(call.subject, call.tenant.tenant.anchor_day, at, amounts)
         # Replace the holds with the actual usage in one step, so the counters never dip.
         call.release(rt)
-        rt.admission.record(rt.settings.writer_id, seq, contribs)
+        rt.admission.record(rt.settings.writer_id, seq, counted)
     return event_id
