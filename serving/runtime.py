@@ -95,6 +95,7 @@ class Runtime:
         gc.freeze()
 
     async def close(self) -> None:
+        gc.unfreeze()
         if self._watcher:
             self._watcher.cancel()
         await self.log.close()
