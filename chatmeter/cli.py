@@ -96,6 +96,14 @@ def pipeline_run() -> None:
     sys.exit(0 if run_pipeline(_settings()) else 1)
 
 
+@pipeline.command("prepare")
+def pipeline_prepare() -> None:
+    """Parse the dbt project (when changed), so the Dagster code location can load."""
+    from orchestration.run import ensure_manifest
+
+    ensure_manifest()
+
+
 # --- tenants ---
 
 

@@ -1,5 +1,7 @@
-"""`chatmeter demo`: tenants on several plans, traffic through the real HTTP API (OpenAI SDK and widget),
-a tenant refused at its limit, and a printed summary. Talks to a `chatmeter serve` it starts, over HTTP."""
+"""`chatmeter demo`: the whole loop on embedded defaults. Tenants on several plans and live traffic through the
+real HTTP API (OpenAI SDK and widget) of a `chatmeter serve` it starts; a tenant refused at its limit; a month
+of backdated history for more tenants; the pipeline (daily usage, costs, forecasts, invoices, a limit
+snapshot); the running API refusing a tenant the snapshot puts over its limit; a printed summary."""
 
 import json
 import os
@@ -9,11 +11,16 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
 
+from chatmeter.catalog import CatalogStore
+from chatmeter.history import TenantHistory, backfill
 from chatmeter.settings import Settings
+from chatmeter.store import Store
 
 MARKER = ".chatmeter-demo"
 TENANTS = [  # name, plan, API calls, widget turns
@@ -151,6 +158,81 @@ def _drive_to_limit(url: str, api_key: str) -> dict:
     raise SystemExit("no refusal after 500 calls: the limit is not enforced")
 
 
+# Tenants with a month and more of history: name, plan, days ago they started, tokens a day.
+HISTORY = [
+    ("Northwind Traders", "pro", 40, 1_200),
+    ("Contoso Health", "team", 40, 20_000),
+    ("Fabrikam Media", "scale", 40, 90_000),
+    ("Wide World Importers", "credits_professional", 40, 150_000),
+    ("Adventure Works", "payg", 40, 30_000),
+    ("Tailspin Toys", "free", 40, 250),
+    ("Litware", "free", 10, 1_500),  # past its 10,000 a month: the snapshot makes the API refuse it
+]
+
+
+def backfill_history(settings: Settings, now: datetime) -> tuple[dict[str, str], dict[str, str], int]:
+    """Tenants created in the past, a plan change, a top-up, a credit grant, and their usage since."""
+    store = Store(settings.metadata_url)
+    catalog = CatalogStore(settings.catalog_path, settings.catalog_dir).current
+    ids, keys, histories = {}, {}, []
+    for name, plan, days_ago, per_day in HISTORY:
+        started = (now - timedelta(days=days_ago)).replace(hour=9, minute=0, second=0, microsecond=0)
+        tenant, api_key, _ = store.create_tenant(name, plan, at=started)
+        ids[name], keys[name] = tenant.tenant_id, api_key
+        key_id = store.list_api_keys(tenant.tenant_id)[0].key_id
+        histories.append(TenantHistory(tenant.tenant_id, key_id, started, per_day))
+    # Tailspin moves from free to pro part-way through its first month: the invoice prorates the fee.
+    store.assign_plan(ids["Tailspin Toys"], "pro", now - timedelta(days=25))
+    store.add_topup(
+        ids["Northwind Traders"],
+        "tokens",
+        10_000,
+        Decimal("2.99"),
+        granted_at=now - timedelta(days=30),
+        source="pack:tokens_10k",
+    )
+    store.add_credit_grant(
+        ids["Contoso Health"], Decimal("10.00"), granted_at=now - timedelta(days=35), reason="onboarding credit"
+    )
+    store.engine.dispose()
+    events = backfill(
+        catalog,
+        settings.events_dir,
+        histories,
+        until=now - timedelta(minutes=5),
+        writer_id=f"history-{int(now.timestamp())}",
+    )
+    return ids, keys, events
+
+
+def _ask(url: str, api_key: str) -> httpx.Response:
+    return httpx.post(
+        f"{url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=30,
+        json={"model": "gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "Hi"}]},
+    )
+
+
+def run_pipeline(env: dict[str, str]) -> None:
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "chatmeter.cli", "pipeline", "run"], env=env, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"the pipeline failed:\n{result.stderr[-3000:]}")
+    print(f"pipeline: every asset materialised in {time.monotonic() - started:.0f} s")
+
+
+def _wait_for_snapshot(url: str, snapshot_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if httpx.get(f"{url}/healthz").json()["snapshot_id"] == snapshot_id:
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"the API did not pick up snapshot {snapshot_id}")
+
+
 def run_demo(settings: Settings, fresh: bool = True) -> int:
     data_dir = settings.data_dir.resolve()
     prepare_data_dir(data_dir, fresh)
@@ -162,50 +244,90 @@ def run_demo(settings: Settings, fresh: bool = True) -> int:
         CHATMETER_PROVIDER="simulated",
         CHATMETER_WAL_ROLL_AGE_S="1",
     )
+    settings = Settings(data_dir=data_dir, catalog_path=settings.catalog_path, _env_file=None)
     started = time.monotonic()
+    now = datetime.now(UTC)
     print(f"chatmeter demo — data dir {data_dir}")
     server = Server(env)
     print(f"API up at {server.url}")
     summary = {"tenants": []}
     try:
         admin_http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+        # Live traffic through the HTTP API: OpenAI SDK calls (streaming and not) and widget sessions.
         for index, (name, plan, calls, turns) in enumerate(TENANTS):
             t = admin_http.post("/admin/tenants", json={"name": name, "plan": plan}).json()
             ok, tokens = _chat_traffic(server.url, t["api_key"], calls, index)
             tokens += _widget_traffic(server.url, t["widget_key"], turns)
             summary["tenants"].append(
-                {"name": name, "plan": plan, "tenant_id": t["tenant_id"], "api_key": t["api_key"], "calls": ok + turns}
+                {"name": name, "plan": plan, "tenant_id": t["tenant_id"], "api_key": t["api_key"]}
             )
         small = admin_http.post("/admin/tenants", json={"name": "Tiny Free Trial", "plan": "free"}).json()
         refusal = _drive_to_limit(server.url, small["api_key"])
         summary["tenants"].append(
-            {
-                "name": "Tiny Free Trial",
-                "plan": "free",
-                "tenant_id": small["tenant_id"],
-                "api_key": small["api_key"],
-                "calls": None,
-            }
+            {"name": "Tiny Free Trial", "plan": "free", "tenant_id": small["tenant_id"], "api_key": small["api_key"]}
         )
-        print("\nA free tenant at its limit is refused:")
+        print("\nA free tenant driven to its limit live is refused:")
         print(
             f"  HTTP {refusal['status']}  Retry-After: {refusal['headers']['retry-after']}  "
             f"x-should-retry: {refusal['headers']['x-should-retry']}"
         )
         print("  " + json.dumps(refusal["body"]))
-        print(f"\n{'tenant':22} {'plan':16} {'tokens this month':>18} {'limit':>8} {'level':>9}")
+
+        # A month of history the API never saw live (another writer's log), then the pipeline.
+        ids, keys, events = backfill_history(settings, now)
+        print(f"\nbackfilled {events} events of history for {len(ids)} tenants (writer history-*)")
+        before = _ask(server.url, keys["Litware"])
+        print(f"Litware before the pipeline: HTTP {before.status_code} (the API has not seen its history)")
+        run_pipeline(env)
+        manifest = json.loads((data_dir / "snapshots" / "current.json").read_text())
+        _wait_for_snapshot(server.url, manifest["snapshot_id"])
+        after = _ask(server.url, keys["Litware"])
+        print(
+            f"Litware after snapshot {manifest['snapshot_id']}: HTTP {after.status_code} "
+            f"{after.json()['error']['code'] if after.status_code != 200 else ''}"
+        )
+        if after.status_code != 429:
+            raise SystemExit("the snapshot did not make the API refuse Litware")
+        for name in ids:
+            summary["tenants"].append(
+                {
+                    "name": name,
+                    "plan": {h[0]: h[1] for h in HISTORY}[name],
+                    "tenant_id": ids[name],
+                    "api_key": keys[name],
+                }
+            )
+
+        print(f"\n{'tenant':22} {'plan':22} {'tokens this month':>18} {'limit':>8} {'level':>9}")
         for t in summary["tenants"]:
             usage = httpx.get(f"{server.url}/v1/usage", headers={"Authorization": f"Bearer {t['api_key']}"}).json()
-            t["usage"] = usage
             limit = usage["monthlyLimit"] if usage["monthlyLimit"] is not None else "-"
-            print(f"{t['name']:22} {t['plan']:16} {usage['monthlyUsage']:>18} {limit:>8} {usage['warningLevel']:>9}")
+            print(f"{t['name']:22} {t['plan']:22} {usage['monthlyUsage']:>18} {limit:>8} {usage['warningLevel']:>9}")
     finally:
         server.stop()
-    events = _count_events(data_dir)
-    print(f"\nusage events in the Parquet log: {events}  ({data_dir / 'events'})")
-    print(f"transcripts: {data_dir / 'transcripts'}")
+    _print_invoices(data_dir, {t["tenant_id"]: t["name"] for t in summary["tenants"]})
+    print(f"\nusage events in the Parquet log: {_count_events(data_dir)}  ({data_dir / 'events'})")
+    print(f"limit snapshot: {data_dir / 'snapshots' / 'current.json'}")
+    print(f"warehouse:      {settings.warehouse_path}")
+    print(f"invoices:       {data_dir / 'invoices'}")
     print(f"done in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def _print_invoices(data_dir: Path, names: dict[str, str]) -> None:
+    docs = [json.loads(p.read_text()) for p in sorted((data_dir / "invoices").glob("*/*.json"))]
+    if not docs:
+        print("\nno invoices written")
+        return
+    print(f"\n{'invoice':34} {'tenant':22} {'period':25} {'status':9} {'total':>10}")
+    for doc in docs:
+        period = f"{doc['period_start'][:10]}..{doc['period_end'][:10]}"
+        print(
+            f"{doc['invoice_id'][:34]:34} {names.get(doc['tenant_id'], doc['tenant_id'])[:22]:22} {period:25} "
+            f"{doc['status']:9} {doc['currency']} {doc['total']:>6}"
+        )
+    total = sum(Decimal(d["total"]) for d in docs if d["status"] != "draft")
+    print(f"{len(docs)} invoices; finalized or paid total {total} (drafts are the months still running)")
 
 
 def _count_events(data_dir: Path) -> int:

@@ -40,12 +40,26 @@ def commands(settings: Settings, port: int, dagster_port: int, streamlit_port: i
     return cmds
 
 
+DAGSTER_YAML = """\
+# Written by `chatmeter up`. DuckDB allows one writing process: runs touching the warehouse queue.
+concurrency:
+  pools:
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
+
+
 def run_all(settings: Settings, port: int, dagster_port: int, streamlit_port: int) -> int:
     env = dict(os.environ)
     env.setdefault("CHATMETER_DATA_DIR", str(settings.data_dir.resolve()))
     dagster_home = settings.data_dir.resolve() / "dagster"
     dagster_home.mkdir(parents=True, exist_ok=True)
+    if not (dagster_home / "dagster.yaml").exists():
+        (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
     env.setdefault("DAGSTER_HOME", str(dagster_home))
+    if (ROOT / "orchestration" / "definitions.py").exists():
+        subprocess.run([_bin("chatmeter"), "pipeline", "prepare"], env=env, cwd=ROOT, check=True)
     urls = {
         "api": f"http://127.0.0.1:{port}",
         "dagster-webserver": f"http://127.0.0.1:{dagster_port}",

@@ -1,0 +1,34 @@
+{#- Limit windows (chatmeter/windows.py): the UTC day, and the billing month from 00:00 UTC on the tenant's
+    anchor day to the same day of the next month (that month's last day when shorter). Months are counted as
+    an index year * 12 + month - 1. -#}
+
+{% macro as_of() -%}
+    {%- if var('as_of') -%} cast('{{ var("as_of") }}' as timestamptz)
+    {%- else -%} cast(get_current_timestamp() as timestamptz)
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro month_index(ts) -%}
+    (year(({{ ts }})) * 12 + month(({{ ts }})) - 1)
+{%- endmacro %}
+
+{% macro anchored_date(month_index, anchor_day) -%}
+    make_date(
+        cast(({{ month_index }}) // 12 as integer),
+        cast(({{ month_index }}) % 12 + 1 as integer),
+        cast(least({{ anchor_day }}, day(last_day(make_date(cast(({{ month_index }}) // 12 as integer), cast(({{ month_index }}) % 12 + 1 as integer), 1)))) as integer)
+    )
+{%- endmacro %}
+
+{% macro anchored_start(month_index, anchor_day) -%}
+    cast({{ anchored_date(month_index, anchor_day) }} as timestamptz)
+{%- endmacro %}
+
+{% macro billing_month_index(ts, anchor_day) -%}
+    {#- The month index of the billing month containing ts. -#}
+    (case
+        when cast(({{ ts }}) as date) < {{ anchored_date(month_index(ts), anchor_day) }}
+            then {{ month_index(ts) }} - 1
+        else {{ month_index(ts) }}
+    end)
+{%- endmacro %}

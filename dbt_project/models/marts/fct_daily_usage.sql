@@ -1,0 +1,85 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='usage_date',
+        on_schema_change='append_new_columns',
+    )
+}}
+
+-- Re-processes whole days: every day in [min_date, max_date] (vars, inclusive) is deleted and rebuilt from
+-- the log, so late events land in their day on the next run covering it. Without vars: every day.
+-- Reads the log through the staging macro of stg_events, so each run renders the log's current location.
+
+with
+
+{{ staged_events(source('log', 'events'), var('min_date'), var('max_date')) }},
+
+events as (
+
+    select * from renamed
+    {% if var('min_date') %}
+    where usage_date >= cast('{{ var("min_date") }}' as date)
+    {% endif %}
+    {% if var('max_date') %}
+    {{ 'and' if var('min_date') else 'where' }} usage_date <= cast('{{ var("max_date") }}' as date)
+    {% endif %}
+
+),
+
+daily as (
+
+    select
+        usage_date,
+        tenant_id,
+        end_user_id,
+        api_key_id,
+        provider,
+        model,
+        count(*) as events,
+        count(*) filter (where status = 'error') as error_events,
+        count(*) filter (where status = 'rejected') as rejected_events,
+        sum(case when status <> 'rejected' then input_tokens else 0 end) as input_tokens,
+        sum(case when status <> 'rejected' then cached_input_tokens else 0 end) as cached_input_tokens,
+        sum(case when status <> 'rejected' then output_tokens else 0 end) as output_tokens,
+        sum(case when status <> 'rejected' then reasoning_tokens else 0 end) as reasoning_tokens,
+        sum(case when status <> 'rejected' then tool_calls else 0 end) as tool_calls,
+        sum(metered_tokens) as tokens,
+        sum(metered_requests) as requests,
+        sum(metered_embedding_tokens) as embedding_tokens,
+        sum(metered_credits) as credits,
+        sum(billable_cost_usd) as provider_cost_usd
+    from events
+    group by all
+
+),
+
+final as (
+
+    select
+        md5(concat_ws('|', usage_date, tenant_id, coalesce(end_user_id, '~'), coalesce(api_key_id, '~'),
+                      coalesce(provider, '~'), coalesce(model, '~'))) as daily_usage_id,
+        usage_date,
+        tenant_id,
+        end_user_id,
+        api_key_id,
+        provider,
+        model,
+        cast(events as bigint) as events,
+        cast(error_events as bigint) as error_events,
+        cast(rejected_events as bigint) as rejected_events,
+        cast(input_tokens as bigint) as input_tokens,
+        cast(cached_input_tokens as bigint) as cached_input_tokens,
+        cast(output_tokens as bigint) as output_tokens,
+        cast(reasoning_tokens as bigint) as reasoning_tokens,
+        cast(tool_calls as bigint) as tool_calls,
+        cast(tokens as bigint) as tokens,
+        cast(requests as bigint) as requests,
+        cast(embedding_tokens as bigint) as embedding_tokens,
+        cast(credits as decimal(38, 6)) as credits,
+        cast(provider_cost_usd as decimal(38, 9)) as provider_cost_usd
+    from daily
+
+)
+
+select * from final

@@ -1,0 +1,5 @@
+with
+
+{{ staged_events(source('log', 'events')) }}
+
+select * from renamed

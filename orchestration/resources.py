@@ -1,0 +1,125 @@
+"""Resources shared by every subject: where the data dir is, what time it is, and the dbt environment."""
+
+import contextlib
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from chatmeter.schemas import EVENT_SCHEMA
+from chatmeter.settings import Settings, get_settings
+
+EVENT_GLOB = "events/*/*.parquet"
+
+
+class ChatmeterResource(dg.ConfigurableResource):
+    """The data dir the pipeline works on, and the instant it treats as now.
+
+    `as_of` pins the clock (tests, backfills); unset, the wall clock is used.
+    """
+
+    data_dir: str | None = None
+    database_url: str | None = None
+    catalog_path: str | None = None
+    transcript_retention_days: int | None = None
+    grace_days: int | None = None
+    as_of: str | None = None
+
+    def settings(self) -> Settings:
+        """The environment's settings, with what this resource was configured with on top."""
+        overrides = {
+            k: v
+            for k, v in {
+                "data_dir": self.data_dir and Path(self.data_dir),
+                "database_url": self.database_url,
+                "catalog_path": self.catalog_path and Path(self.catalog_path),
+                "transcript_retention_days": self.transcript_retention_days,
+                "grace_days": self.grace_days,
+            }.items()
+            if v is not None
+        }
+        return Settings(**overrides) if overrides else get_settings()
+
+    def now(self) -> datetime:
+        if self.as_of:
+            return datetime.fromisoformat(self.as_of).astimezone(UTC)
+        return datetime.now(UTC)
+
+
+def pipeline_dir(settings: Settings) -> Path:
+    """The pipeline's own files in the data dir: metadata exports, alert records, placeholders."""
+    return settings.data_dir / "pipeline"
+
+
+def metadata_dir(settings: Settings) -> Path:
+    return pipeline_dir(settings) / "metadata"
+
+
+def event_files(settings: Settings) -> str:
+    """The Parquet glob dbt reads the log from; an empty file of the event schema while the log holds none
+    (DuckDB refuses a glob that matches nothing)."""
+    if any(settings.events_dir.glob("*/*.parquet")):
+        return str(settings.data_dir.resolve() / EVENT_GLOB)
+    placeholder = pipeline_dir(settings) / "empty_events.parquet"
+    if not placeholder.exists():
+        placeholder.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(EVENT_SCHEMA.empty_table(), placeholder)
+    return str(placeholder.resolve())
+
+
+def dbt_environment(settings: Settings) -> dict[str, str]:
+    return {
+        "CHATMETER_DATA_DIR": str(settings.data_dir.resolve()),
+        "CHATMETER_WAREHOUSE": str(settings.warehouse_path.resolve()),
+        "CHATMETER_EVENT_FILES": event_files(settings),
+    }
+
+
+@contextlib.contextmanager
+def dbt_env(settings: Settings) -> Iterator[None]:
+    """dbt (a subprocess of dagster-dbt) reads its paths from the environment: set them for one invocation."""
+    values = dbt_environment(settings)
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def pipeline_resources(
+    settings: Settings | None = None,
+    as_of: str | None = None,
+    stripe_key: str | None = None,
+    stripe_api_base: str | None = None,
+) -> dict:
+    """The one place resources are chosen. The Stripe key comes in as EnvVar (resolved when a run needs it)
+    unless given here; `stripe_api_base` points the SDK at another server (a test double)."""
+    from orchestration.defs.dbt.resources import dbt_resource
+    from orchestration.defs.stripe_sync.resources import StripeResource
+
+    return {
+        "chatmeter": chatmeter_resource(settings, as_of),
+        "dbt": dbt_resource(),
+        "stripe": StripeResource(api_key=stripe_key or dg.EnvVar("STRIPE_API_KEY"), api_base=stripe_api_base),
+    }
+
+
+def chatmeter_resource(settings: Settings | None = None, as_of: str | None = None) -> ChatmeterResource:
+    if settings is None:
+        return ChatmeterResource(as_of=as_of)
+    return ChatmeterResource(
+        data_dir=str(settings.data_dir),
+        database_url=settings.database_url,
+        catalog_path=str(settings.catalog_path) if settings.catalog_path else None,
+        transcript_retention_days=settings.transcript_retention_days,
+        grace_days=settings.grace_days,
+        as_of=as_of,
+    )

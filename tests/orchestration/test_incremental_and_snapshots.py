@@ -1,0 +1,92 @@
+"""dbt runs on private data dirs: late events re-processed by day, and the watermark's dense-prefix rule."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import duckdb
+
+from chatmeter.store import Store
+from orchestration.defs.dbt.assets import daily_usage_dbt_assets, warehouse_dbt_assets
+from orchestration.defs.ingest.assets import metadata_export
+from orchestration.defs.snapshots.assets import limit_snapshot_file
+from orchestration.defs.snapshots.publish import read_current
+from tests.orchestration.factories import AS_OF, EventLog, event
+from tests.orchestration.helpers import asset_metadata, resources
+
+
+def daily_tokens(settings, day: str) -> int:
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        return con.execute(
+            "select coalesce(sum(tokens), 0)::bigint from fct_daily_usage where usage_date = ?", [day]
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def test_late_events_land_in_their_day(built_copy):
+    settings, info = built_copy
+    before_day, before_other = daily_tokens(settings, "2026-11-01"), daily_tokens(settings, "2026-11-02")
+    log = EventLog(settings.events_dir, next_seq=dict(info["log"].next_seq))
+    log.write(
+        [
+            event(
+                info["payg"],
+                datetime(2026, 11, 1, 23, 59, 59, 999999, tzinfo=UTC),
+                input_tokens=7,
+                output_tokens=3,
+                writer_id="w1",
+            )
+        ]
+    )
+    result = dg.materialize([daily_usage_dbt_assets], partition_key="2026-11-01", resources=resources(settings))
+    assert result.success
+    assert daily_tokens(settings, "2026-11-01") == before_day + 10
+    assert daily_tokens(settings, "2026-11-02") == before_other
+
+
+def snapshot_rows(settings, tenant_id):
+    manifest, table = read_current(settings.snapshots_dir)
+    rows = {
+        (r["scope"], r["meter"], r["window"]): r
+        for r in table.to_pylist()
+        if r["tenant_id"] == tenant_id and r["scope"] == "tenant"
+    }
+    return manifest, rows
+
+
+def test_watermark_is_the_dense_prefix(settings):
+    store = Store(settings.metadata_url)
+    tenant, _, _ = store.create_tenant("Gap Co", "free", at=datetime(2026, 11, 2, tzinfo=UTC))
+    store.engine.dispose()
+    log = EventLog(settings.events_dir)
+    at = datetime(2026, 11, 20, 8, tzinfo=UTC)
+    events = log.number(
+        [event(tenant.tenant_id, at, input_tokens=100, output_tokens=0, writer_id="api-1") for _ in range(5)]
+    )
+    # seq 4 has not been rolled into Parquet yet: files hold 1-3 and 5.
+    log.write(events[:3], numbered=True)
+    log.write(events[4:], numbered=True)
+    snapshot_assets = [metadata_export, warehouse_dbt_assets, limit_snapshot_file]
+    selection = dg.AssetSelection.assets(
+        limit_snapshot_file
+    ).upstream().required_multi_asset_neighbors() - dg.AssetSelection.assets(["log", "events"])
+    result = dg.materialize(snapshot_assets, resources=resources(settings), selection=selection)
+    assert result.success
+    manifest, rows = snapshot_rows(settings, tenant.tenant_id)
+    assert manifest["watermark"] == {"api-1": 3}
+    assert asset_metadata(result, "limit_snapshot_file")["watermark"] == {"api-1": 3}
+    assert rows[("tenant", "tokens", "month")]["used"] == 300
+    assert rows[("tenant", "tokens", "month")]["limit"] == 10000
+    assert rows[("tenant", "tokens", "month")]["remaining"] == 9700
+    first_file = manifest["file"]
+
+    log.write(events[3:4], numbered=True)
+    later = AS_OF.replace(minute=5)
+    result = dg.materialize(snapshot_assets, resources=resources(settings, later), selection=selection)
+    assert result.success
+    manifest, rows = snapshot_rows(settings, tenant.tenant_id)
+    assert manifest["watermark"] == {"api-1": 5}
+    assert rows[("tenant", "tokens", "month")]["used"] == 500
+    assert manifest["file"] != first_file
+    assert (settings.snapshots_dir / first_file).exists()  # the previous file stays for readers mid-swap

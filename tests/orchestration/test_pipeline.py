@@ -1,0 +1,149 @@
+import json
+import os
+import subprocess
+
+import duckdb
+import pyarrow.parquet as pq
+
+from chatmeter.schemas import SNAPSHOT_SCHEMA
+from orchestration.defs.dbt.checks import (
+    events_in_log_equal_staging,
+    invoice_totals_equal_lines,
+    snapshot_usage_equals_daily,
+)
+from orchestration.defs.snapshots.publish import read_current
+from orchestration.project import DBT_EXECUTABLE, DBT_PROJECT_DIR
+from orchestration.resources import chatmeter_resource, dbt_environment
+from tests.orchestration.factories import AS_OF
+
+
+def test_pipeline_builds_every_mart(built):
+    settings, _ = built
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        tables = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+        for name in [
+            "fct_daily_usage",
+            "fct_tenant_costs_daily",
+            "fct_tenant_costs_monthly",
+            "invoices",
+            "invoice_lines",
+            "limit_snapshot",
+            "snapshot_watermarks",
+            "dim_plans",
+            "dim_plan_limits",
+            "dim_plan_overage",
+            "dim_plan_assignments",
+            "dim_catalog_versions",
+            "usage_forecasts",
+        ]:
+            assert name in tables, name
+        # Deduplicated: the duplicated file adds nothing.
+        raw = con.execute(
+            f"select count(*), count(distinct event_id) from read_parquet('{settings.events_dir}/*/*.parquet')"
+        ).fetchall()[0]
+        assert raw[0] > raw[1]
+        assert con.execute("select sum(events) from fct_daily_usage").fetchall()[0][0] == raw[1]
+        margin = con.execute("select count(*) from fct_tenant_costs_monthly where billed_amount > 0").fetchall()[0][0]
+        assert margin > 0
+    finally:
+        con.close()
+
+
+def test_dbt_unit_tests_pass(built):
+    """The native unit tests (money, limits, windows, watermark) against the built warehouse."""
+    settings, _ = built
+    env = {**os.environ, **dbt_environment(settings), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    out = subprocess.run(
+        [
+            DBT_EXECUTABLE,
+            "test",
+            "--select",
+            "test_type:unit",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(settings.data_dir.parent / "target"),
+            "--log-path",
+            str(settings.data_dir.parent / "logs"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=DBT_PROJECT_DIR,
+    )
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "PASS=7" in out.stdout and "ERROR=0" in out.stdout
+
+
+def test_snapshot_published_with_manifest(built):
+    settings, info = built
+    manifest, table = read_current(settings.snapshots_dir)
+    assert table.schema.equals(SNAPSHOT_SCHEMA)
+    assert manifest["rows"] == table.num_rows > 0
+    assert manifest["file"] == f"limits_{manifest['snapshot_id']}.parquet"
+    assert manifest["created_at"].endswith("Z")
+    # Dense logs: the watermark is every writer's last seq.
+    assert manifest["watermark"] == {w: n - 1 for w, n in info["log"].next_seq.items()}
+    rows = table.to_pylist()
+    team_limits = {
+        (r["meter"], r["window"])
+        for r in rows
+        if r["tenant_id"] == info["team"] and r["scope"] == "tenant" and r["limit"] is not None
+    }
+    assert team_limits == {("tokens", "day"), ("requests", "day"), ("embedding_tokens", "day")}
+    day = [
+        r
+        for r in rows
+        if r["tenant_id"] == info["team"] and r["scope"] == "tenant" and r["meter"] == "tokens" and r["window"] == "day"
+    ][0]
+    assert day["window_start"].date() == AS_OF.date()
+    assert day["remaining"] == max(day["limit"] - day["used"], 0)
+    month = [
+        r
+        for r in rows
+        if r["tenant_id"] == info["team"]
+        and r["scope"] == "tenant"
+        and r["meter"] == "tokens"
+        and r["window"] == "month"
+    ][0]
+    assert month["window_start"].isoformat() == "2026-11-15T00:00:00+00:00"
+    expected = sum(
+        e["input_tokens"] + e["output_tokens"]
+        for e in info["events"]
+        if e["tenant_id"] == info["team"]
+        and e["kind"] == "chat"
+        and e["status"] != "rejected"
+        and month["window_start"] <= e["occurred_at"] < month["window_end"]
+    )
+    assert month["used"] == expected
+    assert {r["scope"] for r in rows} == {"tenant", "end_user", "key"}
+    assert not list(settings.snapshots_dir.glob(".*tmp"))
+    assert pq.read_table(settings.snapshots_dir / manifest["file"]).num_rows == manifest["rows"]
+
+
+def test_reconciliation_checks_pass(built):
+    settings, _ = built
+    chatmeter = chatmeter_resource(settings, AS_OF.isoformat())
+    for check in (events_in_log_equal_staging, invoice_totals_equal_lines, snapshot_usage_equals_daily):
+        result = check(chatmeter=chatmeter)
+        assert result.passed, (check, result.metadata)
+
+
+def test_forecasts(built):
+    settings, info = built
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        rows = con.sql("select * from usage_forecasts").to_arrow_table().to_pylist()
+    finally:
+        con.close()
+    team = {r["meter"]: r for r in rows if r["tenant_id"] == info["team"]}
+    tokens = team["tokens"]
+    assert tokens["projected_low"] <= tokens["projected"] <= tokens["projected_high"]
+    assert tokens["used"] <= tokens["projected_low"]
+    # The team tenant burns ~75k tokens a day against 500k a month: it will exceed, and soon.
+    assert tokens["will_exceed"] and tokens["days_until_limit"] < 10
+    assert tokens["recommended_plan"] is not None
+    assert json.dumps(rows, default=str)
