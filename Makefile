@@ -24,6 +24,7 @@ up: install
 	$(VENV)/bin/chatmeter up
 
 bench: install
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m benchmarks.run
 
 lint: install
