@@ -39,8 +39,8 @@ async def _soak(api, seconds: float, concurrency: int) -> Counter:
                     r = await http.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
                     await r.aread()
                     statuses[r.status_code] += 1
-                except httpx.HTTPError:
-                    statuses["connection_error"] += 1
+                except httpx.HTTPError as exc:
+                    statuses[f"error:{type(exc).__name__}"] += 1
 
         await asyncio.gather(*(worker(n) for n in range(concurrency)))
     return statuses
@@ -49,13 +49,14 @@ async def _soak(api, seconds: float, concurrency: int) -> Counter:
 def bench_soak(api, seconds: float, concurrency: int = 32) -> dict:
     start_rss = rss_mb(api.proc.pid)
     statuses = asyncio.run(_soak(api, seconds, concurrency))
-    errors = sum(n for s, n in statuses.items() if s == "connection_error" or (isinstance(s, int) and s >= 500))
+    errors = {str(s): n for s, n in statuses.items() if isinstance(s, str) or s >= 500}
     return {
         "soak.seconds": seconds,
         "soak.requests": sum(statuses.values()),
         "soak.ok": statuses.get(200, 0),
         "soak.refused_429": statuses.get(429, 0),
-        "soak.errors": errors,
+        "soak.errors": sum(errors.values()),
+        "soak.error_kinds": errors,
         "soak.rss_start_mb": start_rss,
         "soak.rss_end_mb": rss_mb(api.proc.pid),
     }
