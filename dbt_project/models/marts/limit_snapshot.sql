@@ -66,11 +66,10 @@ scoped as (
 
     select tenant_id, 'tenant' as scope, tenant_id as scope_id, meter, occurred_at, quantity from event_meters
     union all
-    select tenant_id, 'end_user', end_user_id, meter, occurred_at, quantity from event_meters
-    where end_user_id is not null
+    -- Calls naming no end user share one '' bucket, and widget calls (no API key) one '' key: as the API counts.
+    select tenant_id, 'end_user', coalesce(end_user_id, ''), meter, occurred_at, quantity from event_meters
     union all
-    select tenant_id, 'key', api_key_id, meter, occurred_at, quantity from event_meters
-    where api_key_id is not null
+    select tenant_id, 'key', coalesce(api_key_id, ''), meter, occurred_at, quantity from event_meters
 
 ),
 
