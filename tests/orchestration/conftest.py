@@ -7,15 +7,13 @@ from chatmeter.settings import Settings
 from orchestration.run import ensure_manifest, run_pipeline
 from tests.orchestration.factories import AS_OF, make_settings, seed
 
-
-@pytest.fixture(scope="session", autouse=True)
-def dbt_manifest() -> None:
-    """`dbt parse` once per session: the dbt assets are defined from its manifest."""
-    ensure_manifest(force=True)
+# `dbt parse` once per session, when this conftest loads: before the test modules, which import the dbt
+# assets (defined from the manifest), are collected.
+ensure_manifest(force=True)
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory, dbt_manifest) -> tuple[Settings, dict]:
+def built(tmp_path_factory) -> tuple[Settings, dict]:
     """One full pipeline run over the synthetic data, shared by the tests that only read its output."""
     settings = make_settings(tmp_path_factory.mktemp("built"))
     info = seed(settings)
