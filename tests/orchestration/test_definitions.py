@@ -57,8 +57,15 @@ def test_invoice_schedule_bills_the_month_before():
     request = invoice_schedule(context)
     assert request.run_config["ops"]["invoice_documents"]["config"] == {"ended_before": "2026-12-01T00:00:00+00:00"}
     assert request.run_config["ops"]["stripe_sync"]["config"] == {"ended_before": "2026-12-01T00:00:00+00:00"}
-    assert request.run_key == "invoices_2026-12"
-    assert invoice_schedule.cron_schedule == "0 1 1 * *"
+    assert request.run_key == "invoices_2026-12-01"
+    assert invoice_schedule.cron_schedule == "0 1 * * *"
+
+
+def test_invoice_schedule_bills_mid_month_anchors_the_day_after_they_end():
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 12, 13, 1, 0, tzinfo=UTC))
+    request = invoice_schedule(context)
+    assert request.run_config["ops"]["invoice_documents"]["config"] == {"ended_before": "2026-12-13T00:00:00+00:00"}
+    assert request.run_key == "invoices_2026-12-13"
 
 
 def test_snapshot_schedule_runs_every_few_minutes():

@@ -15,17 +15,18 @@ invoice_job = dg.define_asset_job(
 
 @dg.schedule(
     job=invoice_job,
-    cron_schedule="0 1 1 * *",
+    cron_schedule="0 1 * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 def invoice_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    """On the 1st: bill the billing months that ended in the month before (and any earlier left over)."""
-    first = context.scheduled_execution_time.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    ended_before = first.isoformat()
+    """Daily at 01:00: bill every billing month that ended before today. Tenants' months start on their
+    anchor day, so each is invoiced the day after it ends; the run on the 1st bills the month before."""
+    today = context.scheduled_execution_time.replace(hour=0, minute=0, second=0, microsecond=0)
+    ended_before = today.isoformat()
     config = {"ended_before": ended_before}
     return dg.RunRequest(
-        run_key=f"invoices_{first:%Y-%m}",
+        run_key=f"invoices_{today:%Y-%m-%d}",
         run_config={"ops": {"invoice_documents": {"config": config}, "stripe_sync": {"config": config}}},
         tags={"chatmeter/invoices_ended_before": ended_before},
     )
