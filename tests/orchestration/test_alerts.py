@@ -103,3 +103,33 @@ def test_alerts_signed_and_sent_once_per_window(built_copy):
     records = (settings.data_dir / "pipeline" / "alerts.jsonl").read_text().splitlines()
     assert len(records) == sent
     store.engine.dispose()
+
+
+def test_soft_limited_plans_are_alerted_against_their_allowance(settings):
+    """A monthly limit with no hard cap (overage billed) alerts at 75/90/100 % of what the plan includes."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    import duckdb
+
+    store = Store(settings.metadata_url)
+    with Receiver() as receiver:
+        tenant, _, _ = store.create_tenant("Soft Co", "team", webhook_url=receiver.url)
+        start, end = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+        con = duckdb.connect(str(settings.warehouse_path))
+        con.execute(
+            "create table limit_snapshot (tenant_id varchar, scope varchar, scope_id varchar, meter varchar, "
+            '"window" varchar, window_start timestamptz, window_end timestamptz, used decimal(38, 6), '
+            '"limit" decimal(38, 6), remaining decimal(38, 6), included decimal(38, 6))'
+        )
+        con.execute(
+            "insert into limit_snapshot values (?, 'tenant', ?, 'tokens', 'month', ?, ?, ?, null, null, ?)",
+            [tenant.tenant_id, tenant.tenant_id, start, end, Decimal(410_000), Decimal(500_000)],
+        )
+        con.close()
+        result = dg.materialize([limit_alerts], resources=resources(settings))
+        assert result.success
+        payloads = [json.loads(body) for _, body in receiver.received]
+    store.engine.dispose()
+    assert sorted(p["threshold_percent"] for p in payloads) == [75]
+    assert payloads[0]["limit"] == "500000.000000" and payloads[0]["meter"] == "tokens"

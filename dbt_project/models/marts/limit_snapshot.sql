@@ -94,7 +94,7 @@ usage as (
 
 plan_limits as (
 
-    select windows.tenant_id, limits.meter, limits.window_kind, limits.scope, limits.hard
+    select windows.tenant_id, limits.meter, limits.window_kind, limits.scope, limits.hard, limits.included
     from windows
     join {{ ref('stg_catalog_limits') }} as limits
         on limits.catalog_version_id = windows.catalog_version_id
@@ -124,7 +124,9 @@ final as (
         cast(coalesce(usage.used, 0) as decimal(38, 6)) as used,
         cast(plan_limits.hard as decimal(38, 6)) as "limit",
         cast(case when plan_limits.hard is not null
-            then greatest(plan_limits.hard - coalesce(usage.used, 0), 0) end as decimal(38, 6)) as remaining
+            then greatest(plan_limits.hard - coalesce(usage.used, 0), 0) end as decimal(38, 6)) as remaining,
+        -- The plan's allowance (alerts use it where the limit is soft: overage is billed past it).
+        cast(plan_limits.included as decimal(38, 6)) as included
     from keys
     join windows using (tenant_id, window_kind)
     left join usage using (tenant_id, scope, scope_id, meter, window_kind)
