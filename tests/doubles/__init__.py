@@ -116,24 +116,27 @@ def new_app(title: str, behaviour: Behaviour | None) -> FastAPI:
 
 
 @contextmanager
-def run_double(app: FastAPI) -> Iterator[str]:
-    """Serve `app` with uvicorn on a free loopback port in a background thread; yields its root URL."""
+def run_double(app: FastAPI, *, lifespan: bool = False) -> Iterator[str]:
+    """Serve `app` with uvicorn on a free loopback port in a background thread; yields its root URL.
+    With `lifespan`, the app's start-up runs in the server's loop (chatmeter's own app, in-process)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1, access_log=False)
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on" if lifespan else "off", timeout_graceful_shutdown=2, access_log=False
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="double")
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the double did not start")
+            raise RuntimeError("the app did not start")
         time.sleep(0.005)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=5)
+        thread.join(timeout=30)
         sock.close()

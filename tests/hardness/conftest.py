@@ -2,40 +2,19 @@
 mid-stream and still look at the runtime), SSE parsing and the usage detail."""
 
 import json
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
-import uvicorn
 from fastapi import FastAPI
 
+from tests.doubles import run_double
 from tests.serving.conftest import openai_api, openai_server  # noqa: F401  (the model API doubles)
 
 
-@contextmanager
-def serve_in_thread(app: FastAPI) -> Iterator[str]:
-    """Serve `app` (lifespan on: the runtime starts in the server's loop) on a free loopback port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2, access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="chatmeter")
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the app did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+def serve_in_thread(app: FastAPI) -> AbstractContextManager[str]:
+    """Serve chatmeter's app in this process (lifespan on), so a test can hang up mid-stream and still look
+    at the runtime."""
+    return run_double(app, lifespan=True)
 
 
 def sse_events(body: bytes | str) -> list[dict | str]:
