@@ -1,15 +1,20 @@
 """Identifiers: UUIDv7 for events (time-ordered), random tokens for keys."""
 
 import os
+import random
 import secrets
 import time
 import uuid
+
+# Identifiers need uniqueness, not secrecy: a generator seeded from the OS, not a syscall per id.
+_random = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
 
 
 def uuid7() -> str:
     """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, version 7, 74 random bits."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = _random.getrandbits(80)
     value = (ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
     value |= ((rand >> 62) & 0xFFF) << 64

@@ -7,6 +7,7 @@ day of the next month, or that month's last day when it is shorter.
 import calendar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 
 WINDOWS = ("day", "month")
 
@@ -40,16 +41,26 @@ def _add_months(year: int, month: int, n: int) -> tuple[int, int]:
 
 
 def day_window(at: datetime) -> Window:
-    start = _midnight(at.astimezone(UTC).date())
-    return Window("day", start, start + timedelta(days=1))
+    return _day_window(at.astimezone(UTC).date())
 
 
 def billing_month(at: datetime, anchor_day: int) -> Window:
     """The billing month containing `at` for a tenant whose plan started on day `anchor_day`."""
-    at = at.astimezone(UTC)
-    year, month = at.year, at.month
+    return _billing_month(at.astimezone(UTC).date(), anchor_day)
+
+
+# Windows depend only on the UTC date (and anchor): cached, since every request asks for both.
+@lru_cache(maxsize=1024)
+def _day_window(day: date) -> Window:
+    start = _midnight(day)
+    return Window("day", start, start + timedelta(days=1))
+
+
+@lru_cache(maxsize=65536)
+def _billing_month(day: date, anchor_day: int) -> Window:
+    year, month = day.year, day.month
     start = anchored_day(year, month, anchor_day)
-    if at.date() < start:
+    if day < start:
         year, month = _add_months(year, month, -1)
         start = anchored_day(year, month, anchor_day)
     ny, nm = _add_months(year, month, 1)

@@ -46,3 +46,14 @@ def test_consecutive_months_tile_time_without_gaps():
 def test_window_at_rejects_unknown_kinds():
     with pytest.raises(ValueError):
         window_at("week", at(2026, 1, 1), 1)
+
+
+def test_ids_are_uuid7_unique_and_time_ordered():
+    import uuid
+
+    from chatmeter.ids import uuid7
+
+    ids = [uuid7() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 7 for i in ids[:100])
+    assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)  # the millisecond prefix never goes back
