@@ -3,16 +3,14 @@
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from chatmeter.catalog import SHIPPED_CATALOG
+from chatmeter.serve_process import ServeProcess
 
 ROOT = Path(__file__).resolve().parent
 ADMIN = "bench-admin"
@@ -31,43 +29,42 @@ limits = [
   { meter = "requests", window = "day", scope = "key", included = 1000000000, hard = 1000000000 },
 ]
 """
-BODY = {"model": "gpt-4o-mini", "max_tokens": 64, "user": "bench-user",
-        "messages": [{"role": "system", "content": "You are a concise assistant."},
-                     {"role": "user", "content": "How do I reset my password? I tried twice already."}]}
+BODY = {
+    "model": "gpt-4o-mini",
+    "max_tokens": 64,
+    "user": "bench-user",
+    "messages": [
+        {"role": "system", "content": "You are a concise assistant."},
+        {"role": "user", "content": "How do I reset my password? I tried twice already."},
+    ],
+}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Api(ServeProcess):
+    """The API with a catalog holding the bench plan, and a tenant on it."""
 
-
-class Api:
     def __init__(self, data_dir: Path):
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         catalog = data_dir.parent / "catalog.toml"
         catalog.write_text(SHIPPED_CATALOG.read_text() + BENCH_PLAN)
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "CHATMETER_DATA_DIR": str(data_dir), "CHATMETER_ADMIN_TOKEN": ADMIN,
-               "CHATMETER_CATALOG_PATH": str(catalog), "CHATMETER_BENCH_ROUTES": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "chatmeter.cli", "serve", "--port", str(self.port)],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(600):
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        r = httpx.post(f"{self.url}/admin/tenants", json={"name": "bench", "plan": "bench"},
-                       headers={"Authorization": f"Bearer {ADMIN}"})
+        super().__init__(
+            {
+                **os.environ,
+                "CHATMETER_DATA_DIR": str(data_dir),
+                "CHATMETER_ADMIN_TOKEN": ADMIN,
+                "CHATMETER_CATALOG_PATH": str(catalog),
+                "CHATMETER_BENCH_ROUTES": "1",
+            }
+        )
+        self.start()
+        r = httpx.post(
+            f"{self.url}/admin/tenants",
+            json={"name": "bench", "plan": "bench"},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
         r.raise_for_status()
         self.key = r.json()["api_key"]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
 def wrk(url: str, path: str, key: str, body: dict, workdir: Path) -> dict:
@@ -80,9 +77,14 @@ def wrk(url: str, path: str, key: str, body: dict, workdir: Path) -> dict:
         "done = function(summary, latency, requests)\n"
         '  io.write(string.format("P50_US %d\\nP99_US %d\\nNON2XX %d\\n", latency:percentile(50),'
         " latency:percentile(99), summary.errors.status))\n"
-        "end\n")
-    out = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION_S}s", "-s", str(script), f"{url}{path}"],
-                         capture_output=True, text=True, check=True).stdout
+        "end\n"
+    )
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION_S}s", "-s", str(script), f"{url}{path}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "p50_ms": int(re.search(r"P50_US (\d+)", out).group(1)) / 1000,

@@ -15,12 +15,30 @@ APPENDERS = 512
 
 def _event(i: int) -> dict:
     return {
-        "event_id": uuid7(), "idempotency_key": None, "occurred_at": datetime.now(UTC), "tenant_id": f"tn_{i % 100}",
-        "api_key_id": "key_1", "end_user_id": f"u{i % 1000}", "conversation_id": None, "context": "api",
-        "kind": "chat", "status": "ok", "provider": "simulated", "model": "gpt-4o-mini", "input_tokens": 120,
-        "cached_input_tokens": 0, "cache_write_tokens": 0, "output_tokens": 80, "reasoning_tokens": 0,
-        "tool_calls": 0, "credits": Decimal(1), "provider_cost_usd": Decimal("0.0000660"), "latency_ms": 3,
-        "usage_estimated": False, "embedding_tokens": 0, "error_code": None,
+        "event_id": uuid7(),
+        "idempotency_key": None,
+        "occurred_at": datetime.now(UTC),
+        "tenant_id": f"tn_{i % 100}",
+        "api_key_id": "key_1",
+        "end_user_id": f"u{i % 1000}",
+        "conversation_id": None,
+        "context": "api",
+        "kind": "chat",
+        "status": "ok",
+        "provider": "simulated",
+        "model": "gpt-4o-mini",
+        "input_tokens": 120,
+        "cached_input_tokens": 0,
+        "cache_write_tokens": 0,
+        "output_tokens": 80,
+        "reasoning_tokens": 0,
+        "tool_calls": 0,
+        "credits": Decimal(1),
+        "provider_cost_usd": Decimal("0.0000660"),
+        "latency_ms": 3,
+        "usage_estimated": False,
+        "embedding_tokens": 0,
+        "error_code": None,
     }
 
 

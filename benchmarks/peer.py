@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.api import BODY, _free_port, wrk
+from benchmarks.api import BODY, wrk
+from chatmeter.serve_process import free_port
 
 PEER_ENV = Path(os.environ.get("BENCH_PEER_ENV", Path.home() / ".cache" / "chatmeter" / "litellm-venv"))
 MASTER_KEY = "sk-bench-master"
@@ -34,8 +35,9 @@ def ensure_env() -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(PEER_ENV)], check=True)
         subprocess.run([str(PEER_ENV / "bin" / "pip"), "install", "-q", "uv"], check=True)
         python = str(PEER_ENV / "bin" / "python")
-        subprocess.run([str(PEER_ENV / "bin" / "uv"), "pip", "install", "-q", "--python", python, "litellm[proxy]"],
-                       check=True)
+        subprocess.run(
+            [str(PEER_ENV / "bin" / "uv"), "pip", "install", "-q", "--python", python, "litellm[proxy]"], check=True
+        )
     return litellm
 
 
@@ -46,19 +48,30 @@ def bench_peer(workdir: Path, metered_rps: float, repeats: int) -> dict:
         return {"peer.litellm_rps": None, "peer.ratio_vs_litellm": None, "peer.error": f"install failed: {exc}"}
     config = workdir / "litellm.yaml"
     config.write_text(CONFIG)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
-    proc = subprocess.Popen([str(litellm), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
-                             "--num_workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(litellm), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(1200):
             if proc.poll() is not None:
-                return {"peer.litellm_rps": None, "peer.ratio_vs_litellm": None,
-                        "peer.error": f"litellm exited: {proc.stderr.read().decode()[-500:]}"}
+                return {
+                    "peer.litellm_rps": None,
+                    "peer.ratio_vs_litellm": None,
+                    "peer.error": f"litellm exited: {proc.stderr.read().decode()[-500:]}",
+                }
             try:
-                r = httpx.post(f"{url}/v1/chat/completions", json=BODY, timeout=5,
-                               headers={"Authorization": f"Bearer {MASTER_KEY}"})
+                r = httpx.post(
+                    f"{url}/v1/chat/completions",
+                    json=BODY,
+                    timeout=5,
+                    headers={"Authorization": f"Bearer {MASTER_KEY}"},
+                )
                 if r.status_code == 200:
                     break
             except httpx.HTTPError:
@@ -66,8 +79,10 @@ def bench_peer(workdir: Path, metered_rps: float, repeats: int) -> dict:
             time.sleep(0.1)
         else:
             return {"peer.litellm_rps": None, "peer.ratio_vs_litellm": None, "peer.error": "litellm did not answer"}
-        runs = sorted((wrk(url, "/v1/chat/completions", MASTER_KEY, BODY, workdir) for _ in range(repeats)),
-                      key=lambda r: r["rps"])
+        runs = sorted(
+            (wrk(url, "/v1/chat/completions", MASTER_KEY, BODY, workdir) for _ in range(repeats)),
+            key=lambda r: r["rps"],
+        )
         median = runs[len(runs) // 2]
         return {
             "peer.litellm_rps": round(median["rps"], 1),

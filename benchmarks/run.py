@@ -24,8 +24,12 @@ SKIP = set(filter(None, os.environ.get("BENCH_SKIP", "").split(",")))
 def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
-    results: dict = {"machine.cores": os.cpu_count(), "repeats": REPEATS, "wrk.duration_s": DURATION_S,
-                     "wrk.connections": CONNECTIONS}
+    results: dict = {
+        "machine.cores": os.cpu_count(),
+        "repeats": REPEATS,
+        "wrk.duration_s": DURATION_S,
+        "wrk.connections": CONNECTIONS,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "log" not in SKIP:

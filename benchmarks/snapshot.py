@@ -20,8 +20,18 @@ def publish(snapshots_dir: Path, snapshot_id: str, rows: list[dict]) -> None:
     pq.write_table(pa.Table.from_pylist(rows, schema=SNAPSHOT_SCHEMA), snapshots_dir / name)
     digest = hashlib.sha256((snapshots_dir / name).read_bytes()).hexdigest()
     tmp = snapshots_dir / ".current.json.tmp"
-    tmp.write_text(json.dumps({"snapshot_id": snapshot_id, "created_at": datetime.now(UTC).isoformat(),
-                               "watermark": {}, "file": name, "rows": len(rows), "sha256": digest}))
+    tmp.write_text(
+        json.dumps(
+            {
+                "snapshot_id": snapshot_id,
+                "created_at": datetime.now(UTC).isoformat(),
+                "watermark": {},
+                "file": name,
+                "rows": len(rows),
+                "sha256": digest,
+            }
+        )
+    )
     tmp.replace(snapshots_dir / "current.json")
 
 
@@ -35,10 +45,24 @@ def bench_snapshot(api, repeats: int) -> dict:
     pickups = []
     for r in range(repeats):
         used = 1_000_000 + r
-        publish(snapshots, f"bench{r}", [{"tenant_id": tenant, "scope": "tenant", "scope_id": tenant,
-                                          "meter": "tokens", "window": "month", "window_start": window.start,
-                                          "window_end": window.end, "used": Decimal(used), "limit": None,
-                                          "remaining": None}])
+        publish(
+            snapshots,
+            f"bench{r}",
+            [
+                {
+                    "tenant_id": tenant,
+                    "scope": "tenant",
+                    "scope_id": tenant,
+                    "meter": "tokens",
+                    "window": "month",
+                    "window_start": window.start,
+                    "window_end": window.end,
+                    "used": Decimal(used),
+                    "limit": None,
+                    "remaining": None,
+                }
+            ],
+        )
         written = time.perf_counter()
         while httpx.get(f"{api.url}/v1/usage", headers=headers).json()["monthlyUsage"] < used:
             time.sleep(0.005)

@@ -33,8 +33,12 @@ async def _soak(api, seconds: float, concurrency: int) -> Counter:
         async def worker(n: int) -> None:
             while time.monotonic() < deadline:
                 key = keys[rng.randrange(len(keys))]
-                body = {**BODY, "max_tokens": rng.choice([16, 64, 256]), "user": f"u{rng.randrange(50)}",
-                        "stream": rng.random() < 0.3}
+                body = {
+                    **BODY,
+                    "max_tokens": rng.choice([16, 64, 256]),
+                    "user": f"u{rng.randrange(50)}",
+                    "stream": rng.random() < 0.3,
+                }
                 try:
                     r = await http.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
                     await r.aread()

@@ -7,7 +7,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import httpx
 
 from chatmeter.catalog import CatalogStore
 from chatmeter.history import TenantHistory, backfill
+from chatmeter.serve_process import ServeProcess
 from chatmeter.settings import Settings
 from chatmeter.store import Store
 
@@ -40,12 +40,6 @@ PROMPTS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def prepare_data_dir(data_dir: Path, fresh: bool) -> None:
     if data_dir.exists() and any(data_dir.iterdir()):
         if not (data_dir / MARKER).exists():
@@ -54,37 +48,6 @@ def prepare_data_dir(data_dir: Path, fresh: bool) -> None:
             shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / MARKER).write_text("this data dir belongs to `chatmeter demo`; it may wipe it\n")
-
-
-class Server:
-    """`chatmeter serve` in a child process."""
-
-    def __init__(self, env: dict[str, str]):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chatmeter.cli", "serve", "--port", str(self.port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"the API did not start:\n{self.proc.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise SystemExit("the API did not answer /healthz within 60 s")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def _chat_traffic(url: str, api_key: str, calls: int, tenant_index: int) -> tuple[int, int]:
@@ -248,7 +211,10 @@ def run_demo(settings: Settings, fresh: bool = True) -> int:
     started = time.monotonic()
     now = datetime.now(UTC)
     print(f"chatmeter demo — data dir {data_dir}")
-    server = Server(env)
+    try:
+        server = ServeProcess(env).start()
+    except RuntimeError as exc:
+        raise SystemExit(f"the API did not start: {exc}") from None
     print(f"API up at {server.url}")
     summary = {"tenants": []}
     try:

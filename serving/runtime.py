@@ -216,23 +216,19 @@ class Runtime:
         self._widget_keys.clear()
 
     def api_key(self, secret: str) -> ApiKey | None:
-        cached = self._keys.get(secret)
-        now = time.monotonic()
-        if cached is not None and now - cached[1] < self.settings.auth_cache_ttl_s:
-            return cached[0]
-        key = self.store.find_api_key(secret)
-        if len(self._keys) > 100_000:
-            self._keys.clear()
-        self._keys[secret] = (key, now)
-        return key
+        return self._cached(self._keys, secret, self.store.find_api_key)
 
     def widget_key(self, key: str) -> WidgetKey | None:
-        cached = self._widget_keys.get(key)
+        return self._cached(self._widget_keys, key, self.store.find_widget_key)
+
+    def _cached(self, cache: dict, key: str, load):
+        """`load(key)`, remembered for the auth cache TTL (a miss too: a bad key costs one query per TTL)."""
         now = time.monotonic()
-        if cached is not None and now - cached[1] < self.settings.auth_cache_ttl_s:
-            return cached[0]
-        found = self.store.find_widget_key(key)
-        if len(self._widget_keys) > 100_000:
-            self._widget_keys.clear()
-        self._widget_keys[key] = (found, now)
-        return found
+        hit = cache.get(key)
+        if hit is not None and now - hit[1] < self.settings.auth_cache_ttl_s:
+            return hit[0]
+        value = load(key)
+        if len(cache) > 100_000:
+            cache.clear()
+        cache[key] = (value, now)
+        return value
