@@ -1,5 +1,6 @@
 """Shared fixtures: every test gets its own data dir; the app runs in-process with the simulated provider."""
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +56,16 @@ class Tenants:
 @pytest.fixture
 def tenants(client: TestClient) -> Tenants:
     return Tenants(client)
+
+
+def wait_for(predicate, timeout: float = 15.0) -> bool:
+    """Poll `predicate` until it holds; bounded, and never part of an assertion about speed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
 
 
 def chat_body(content: str = "hello there", max_tokens: int = 50, **extra) -> dict:

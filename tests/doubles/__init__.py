@@ -108,6 +108,18 @@ async def record(app: FastAPI, request: Request) -> dict[str, Any]:
     return body
 
 
+async def begin(app: FastAPI, request: Request, error) -> tuple[dict[str, Any], "Behaviour", Any]:
+    """What every double does first: record the call, then hang or fail as the behaviour says. The third
+    value is the response to send at once (an error built by `error(status, api_key)`), or None."""
+    body = await record(app, request)
+    behaviour: Behaviour = app.state.behaviour
+    if behaviour.hang_s and behaviour.hang_after_chunks is None:
+        await hang(request, behaviour.hang_s)
+    if behaviour.fail_status:
+        return body, behaviour, error(behaviour.fail_status, api_key(request))
+    return body, behaviour, None
+
+
 def new_app(title: str, behaviour: Behaviour | None) -> FastAPI:
     app = FastAPI(title=title)
     app.state.behaviour = behaviour or Behaviour()

@@ -18,11 +18,10 @@ from tests.doubles import (
     Behaviour,
     DroppedStream,
     answer_pieces,
-    api_key,
+    begin,
     bpe_like_tokens,
     hang,
     new_app,
-    record,
 )
 
 IMAGE_TOKENS = 1600
@@ -78,12 +77,9 @@ def make_app(behaviour: Behaviour | None = None) -> FastAPI:
 
     @app.post("/v1/messages")
     async def messages(request: Request) -> Response:
-        body = await record(app, request)
-        behaviour: Behaviour = app.state.behaviour
-        if behaviour.hang_s and behaviour.hang_after_chunks is None:
-            await hang(request, behaviour.hang_s)
-        if behaviour.fail_status:
-            return _error(behaviour.fail_status, api_key(request))
+        body, behaviour, failure = await begin(app, request, _error)
+        if failure is not None:
+            return failure
         message_id = f"msg_double{len(app.state.requests):04d}"
         if behaviour.tool_call:
             name, arguments = behaviour.tool_call

@@ -19,11 +19,10 @@ from tests.doubles import (
     Behaviour,
     DroppedStream,
     answer_pieces,
-    api_key,
+    begin,
     bpe_like_tokens,
     hang,
     new_app,
-    record,
 )
 
 IMAGE_TOKENS = 765
@@ -94,12 +93,9 @@ def make_app(behaviour: Behaviour | None = None) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        body = await record(app, request)
-        behaviour: Behaviour = app.state.behaviour
-        if behaviour.hang_s and behaviour.hang_after_chunks is None:
-            await hang(request, behaviour.hang_s)
-        if behaviour.fail_status:
-            return _error(behaviour.fail_status, api_key(request))
+        body, behaviour, failure = await begin(app, request, _error)
+        if failure is not None:
+            return failure
         completion_id = f"chatcmpl-double{len(app.state.requests)}"
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         if behaviour.tool_call:
@@ -131,10 +127,9 @@ def make_app(behaviour: Behaviour | None = None) -> FastAPI:
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
-        body = await record(app, request)
-        behaviour: Behaviour = app.state.behaviour
-        if behaviour.fail_status:
-            return _error(behaviour.fail_status, api_key(request))
+        body, behaviour, failure = await begin(app, request, _error)
+        if failure is not None:
+            return failure
         inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
         data = []
         for index, text in enumerate(inputs):

@@ -2,11 +2,11 @@
 mid-stream and still look at the runtime), SSE parsing and the usage detail."""
 
 import json
-import time
 from contextlib import AbstractContextManager
 
 from fastapi import FastAPI
 
+from tests.conftest import wait_for  # noqa: F401  (re-exported for the hardness tests)
 from tests.doubles import run_double
 from tests.serving.conftest import openai_api, openai_server  # noqa: F401  (the model API doubles)
 
@@ -33,13 +33,3 @@ def meter(state: dict, meter_name: str, window: str, scope: str) -> dict:
     found = [m for m in state["meters"] if (m["meter"], m["window"], m["scope"]) == (meter_name, window, scope)]
     assert len(found) == 1, f"no single {meter_name}/{window}/{scope} entry in {state['meters']}"
     return found[0]
-
-
-def wait_for(predicate, timeout: float = 15.0) -> bool:
-    """Poll `predicate` until it holds; bounded, and never part of an assertion about speed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())

@@ -3,7 +3,6 @@ ignores a corrupt one (the previous stays in force)."""
 
 import hashlib
 import json
-import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +12,7 @@ import pyarrow.parquet as pq
 
 from chatmeter.schemas import SNAPSHOT_SCHEMA
 from chatmeter.windows import billing_month, day_window
-from tests.conftest import chat_body
+from tests.conftest import chat_body, wait_for
 
 
 def publish(snapshots_dir: Path, snapshot_id: str, watermark: dict[str, int], rows: list[dict]) -> None:
@@ -55,15 +54,6 @@ def month_row(tenant_id: str, anchor_day: int, used: int, meter: str = "tokens")
     }
 
 
-def _wait(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 def test_new_snapshot_is_enforced_without_restart(client, tenants, settings):
     t = tenants.create("free")
     rt = client.app.state.runtime
@@ -73,7 +63,7 @@ def test_new_snapshot_is_enforced_without_restart(client, tenants, settings):
     # The pipeline counted this call (watermark covers it) and 9,900 older tokens from backfilled history.
     seq = rt.log.next_seq - 1
     publish(settings.snapshots_dir, "s1", {settings.writer_id: seq}, [month_row(t["tenant_id"], anchor, 9900 + live)])
-    assert _wait(lambda: rt.admission.snapshot_id == "s1")
+    assert wait_for(lambda: rt.admission.snapshot_id == "s1")
     state = client.get("/v1/usage", headers=t["headers"]).json()
     assert state["monthlyUsage"] == 9900 + live  # the live delta was folded in, not counted twice
     r = client.post("/v1/chat/completions", json=chat_body("x " * 200, max_tokens=50), headers=t["headers"])
@@ -88,7 +78,7 @@ def test_events_after_the_watermark_stay_live(client, tenants, settings):
     second = client.post("/v1/chat/completions", json=chat_body("again"), headers=t["headers"]).json()
     anchor = rt.store.get_tenant(t["tenant_id"]).anchor_day
     publish(settings.snapshots_dir, "s2", {settings.writer_id: seq_first}, [month_row(t["tenant_id"], anchor, first)])
-    assert _wait(lambda: rt.admission.snapshot_id == "s2")
+    assert wait_for(lambda: rt.admission.snapshot_id == "s2")
     state = client.get("/v1/usage", headers=t["headers"]).json()
     assert state["monthlyUsage"] == first + second["usage"]["total_tokens"]
 
@@ -98,17 +88,17 @@ def test_corrupt_snapshot_is_ignored_and_the_previous_stays(client, tenants, set
     rt = client.app.state.runtime
     anchor = rt.store.get_tenant(t["tenant_id"]).anchor_day
     publish(settings.snapshots_dir, "good", {}, [month_row(t["tenant_id"], anchor, 1234)])
-    assert _wait(lambda: rt.admission.snapshot_id == "good")
+    assert wait_for(lambda: rt.admission.snapshot_id == "good")
     errors = rt.snapshot_errors
     # A half-written file: the manifest names it, its bytes do not match.
     publish(settings.snapshots_dir, "bad", {}, [month_row(t["tenant_id"], anchor, 5)])
     path = settings.snapshots_dir / "limits_bad.parquet"
     path.write_bytes(path.read_bytes()[:100])
-    assert _wait(lambda: rt.snapshot_errors > errors)
+    assert wait_for(lambda: rt.snapshot_errors > errors)
     assert rt.admission.snapshot_id == "good"
     assert client.get("/v1/usage", headers=t["headers"]).json()["monthlyUsage"] == 1234
     (settings.snapshots_dir / "current.json").write_text("{not json")
-    assert _wait(lambda: rt.snapshot_errors > errors + 1)
+    assert wait_for(lambda: rt.snapshot_errors > errors + 1)
     assert client.get("/v1/usage", headers=t["headers"]).json()["monthlyUsage"] == 1234
 
 
@@ -131,7 +121,7 @@ def test_snapshot_rows_of_day_windows_and_end_users(client, tenants, settings):
         }
     ]
     publish(settings.snapshots_dir, "s3", {}, rows)
-    assert _wait(lambda: rt.admission.snapshot_id == "s3")
+    assert wait_for(lambda: rt.admission.snapshot_id == "s3")
     r = client.post("/v1/chat/completions", json=chat_body("hello", user="carol"), headers=t["headers"])
     assert r.status_code == 200 and r.headers.get("x-chatmeter-max-tokens-clamped") == "true"
     r = client.post("/v1/chat/completions", json=chat_body("hello", user="carol"), headers=t["headers"])
