@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 
 SHIPPED_CATALOG = Path(__file__).with_name("catalog.toml")
 METERS = ("tokens", "requests", "embedding_tokens", "credits")
-SCOPES = ("tenant", "end_user", "key")
 
 
 class CatalogError(ValueError):

@@ -73,6 +73,3 @@ SNAPSHOT_SCHEMA = pa.schema(
         ("remaining", pa.decimal128(38, 6)),
     ]
 )
-
-EVENT_KINDS = ("chat", "embedding", "tool_call")
-EVENT_STATUSES = ("ok", "error", "rejected")

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 
-WINDOWS = ("day", "month")
-
 
 @dataclass(frozen=True, slots=True)
 class Window:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from chatmeter.catalog import Catalog, Limit, Plan
+from chatmeter.catalog import METERS, Catalog, Limit, Plan
 from chatmeter.windows import Window, billing_month, day_window
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 Num = int | Decimal
 # (tenant_id, scope, scope_id, meter, window, window_start as epoch seconds)
 CounterKey = tuple[str, str, str, str, str, int]
-SCOPES = ("tenant", "end_user", "key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +74,6 @@ class Hold:
 # (tenant_id, api_key_id, end_user_id, day window start, month window start, tokens, requests,
 #  embedding tokens, credits)
 Counted = tuple[str, str, str, int, int, Num, Num, Num, Num]
-COUNTED_METERS = ("tokens", "requests", "embedding_tokens", "credits")
 
 
 def counter_key(subject: Subject, scope: str, meter: str, window: Window) -> CounterKey:
@@ -90,7 +88,7 @@ def contributions(subject: Subject, anchor_day: int, at: datetime, amounts: dict
         subject.end_user_id,
         int(day_window(at).start.timestamp()),
         int(billing_month(at, anchor_day).start.timestamp()),
-        *(amounts.get(meter, 0) for meter in COUNTED_METERS),
+        *(amounts.get(meter, 0) for meter in METERS),
     )
 
 
@@ -99,7 +97,7 @@ def counter_deltas(counted: Counted) -> list[tuple[CounterKey, Num]]:
     tenant, key, user, day_start, month_start = counted[:5]
     return [
         ((tenant, scope, scope_id, meter, kind, start), amount)
-        for meter, amount in zip(COUNTED_METERS, counted[5:], strict=True)
+        for meter, amount in zip(METERS, counted[5:], strict=True)
         if amount
         for scope, scope_id in (("tenant", tenant), ("end_user", user), ("key", key))
         for kind, start in (("day", day_start), ("month", month_start))
@@ -264,8 +262,3 @@ class Admission:
 
     def retained_events(self) -> int:
         return sum(len(d) for d in self._retained.values())
-
-    def forget_before(self, cutoff_epoch: int) -> None:
-        """Drop live counters of windows that started before `cutoff_epoch` (long over)."""
-        for key in [k for k in self.live if k[5] < cutoff_epoch and k not in self.held]:
-            del self.live[key]
