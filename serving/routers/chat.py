@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Header
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response, StreamingResponse
@@ -315,8 +316,6 @@ def _replayed(record: dict, stream: bool) -> Response:
         return Response(
             record["body"], status_code=record["status_code"], media_type="application/json", headers=headers
         )
-    import orjson
-
     payload = orjson.loads(record["body"])
     choice = payload["choices"][0]
 

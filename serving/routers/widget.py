@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
+import pyarrow.dataset as ds
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
 from chatmeter.ids import uuid7
 from chatmeter.metering import Usage
+from chatmeter.schemas import TRANSCRIPT_SCHEMA
 from serving import metered
 from serving.admission import Subject
 from serving.deps import RuntimeDep
@@ -338,10 +340,6 @@ async def chat_history(session_id: str, caller: WidgetDep, rt: RuntimeDep):
 
 
 def _history_from_transcripts(rt: Runtime, tenant_id: str, session_id: str) -> list[dict]:
-    import pyarrow.dataset as ds
-
-    from chatmeter.schemas import TRANSCRIPT_SCHEMA
-
     root = rt.settings.transcripts_dir
     if not root.exists() or not any(root.rglob("*.parquet")):
         return []
