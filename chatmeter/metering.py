@@ -43,18 +43,18 @@ class Usage:
         )
 
 
-def quantities(kind: str, status: str, usage: Usage, credits: Decimal) -> dict[str, Decimal]:
-    """The amount an event adds to each meter."""
+def quantities(kind: str, status: str, usage: Usage, credits: Decimal) -> dict[str, int | Decimal]:
+    """The amount an event adds to each meter: integers, but for credits."""
     if status == "rejected":
         return {}
-    out: dict[str, Decimal] = {}
+    out: dict[str, int | Decimal] = {}
     if kind == "chat":
         tokens = usage.input_tokens + usage.output_tokens
         if tokens:
-            out["tokens"] = Decimal(tokens)
-            out["requests"] = Decimal(1)
+            out["tokens"] = tokens
+            out["requests"] = 1
     elif kind == "embedding" and usage.embedding_tokens:
-        out["embedding_tokens"] = Decimal(usage.embedding_tokens)
+        out["embedding_tokens"] = usage.embedding_tokens
     if credits:
         out["credits"] = credits
     return out

@@ -11,7 +11,8 @@ from chatmeter.ids import uuid7
 from chatmeter.metering import Usage, quantities
 from chatmeter.pricing import can_price, provider_cost
 from chatmeter.windows import utcnow
-from serving.admission import Hold, Refusal, Subject, contributions
+from serving import metrics
+from serving.admission import Hold, Refusal, Rule, Subject, contributions
 from serving.errors import ApiError
 from serving.eventlog import LogUnavailable
 from serving.runtime import Runtime, TenantContext
@@ -69,15 +70,33 @@ async def admit(rt: Runtime, call: Call, input_tokens: int, max_tokens: int, emb
     check_active(call)
     now = utcnow()
     credits = rt.catalog.credits.for_event(call.kind, call.model)
-    rules = rt.admission.rules(
-        rt.catalog, call.tenant.plan, call.subject, call.tenant.tenant.anchor_day, now, call.tenant.topup_units
-    )
+    rules = rules_in_force(rt, call, now)
     result = rt.admission.admit(rules, input_tokens, max_tokens, credits, embedding_tokens, call.kind)
     if isinstance(result, Refusal):
+        metrics.COUNTS.refused += 1
         await _record(rt, call, "rejected", Usage(), now, error_code=result.code)
         raise refusal_error(result)
+    if result.clamped:
+        metrics.COUNTS.clamped += 1
+    else:
+        metrics.COUNTS.admitted += 1
     call.holds.append(result)
     return result
+
+
+def rules_in_force(rt: Runtime, call: Call, now: datetime) -> list[Rule]:
+    """The call's hard limits, the same for every call of one key and end user on one UTC day (both windows
+    turn at 00:00 UTC), so kept with the tenant's cached context."""
+    ctx = call.tenant
+    key = (call.subject.api_key_id, call.subject.end_user_id, now.date())
+    rules = ctx.rules.get(key)
+    if rules is None:
+        if len(ctx.rules) > 10_000:
+            ctx.rules.clear()
+        rules = ctx.rules[key] = rt.admission.rules(
+            rt.catalog, ctx.plan, call.subject, ctx.tenant.anchor_day, now, ctx.topup_units
+        )
+    return rules
 
 
 def refusal_error(refusal: Refusal) -> ApiError:
@@ -199,6 +218,9 @@ async def _record(
             code="log_unavailable",
             headers={"Retry-After": "5"},
         ) from None
+    if metered:
+        metrics.COUNTS.input_tokens += usage.input_tokens
+        metrics.COUNTS.output_tokens += usage.output_tokens
     # The log rounds money to its columns' scale; count exactly what it holds.
     amounts = quantities(call.kind, status, usage, event["credits"])
     if amounts:

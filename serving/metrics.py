@@ -1,13 +1,11 @@
 """Prometheus metrics of the API, in one registry of its own."""
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 registry = CollectorRegistry()
 
 REQUESTS = Counter("chatmeter_requests", "HTTP requests answered", ["route", "status"], registry=registry)
-ADMISSIONS = Counter("chatmeter_admissions", "admission decisions", ["outcome"], registry=registry)
-TOKENS = Counter("chatmeter_tokens_metered", "tokens metered", ["direction"], registry=registry)
 LATENCY = Histogram(
     "chatmeter_request_seconds",
     "time to answer a metered call",
@@ -15,7 +13,30 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     registry=registry,
 )
-SNAPSHOT_AGE = Gauge("chatmeter_snapshot_loaded", "1 when a limit snapshot is in force", registry=registry)
+CHAT_LATENCY = LATENCY.labels("chat")  # bound once: `labels()` takes a lock and a lookup
+
+
+class Counts:
+    """What every metered call counts, as plain integers read at scrape time (a Counter locks per increment)."""
+
+    __slots__ = ("admitted", "clamped", "refused", "input_tokens", "output_tokens")
+
+    def __init__(self):
+        self.admitted = self.clamped = self.refused = self.input_tokens = self.output_tokens = 0
+
+    def collect(self):
+        admissions = CounterMetricFamily("chatmeter_admissions", "admission decisions", labels=["outcome"])
+        for outcome in ("admitted", "clamped", "refused"):
+            admissions.add_metric([outcome], getattr(self, outcome))
+        yield admissions
+        tokens = CounterMetricFamily("chatmeter_tokens_metered", "tokens metered", labels=["direction"])
+        tokens.add_metric(["input"], self.input_tokens)
+        tokens.add_metric(["output"], self.output_tokens)
+        yield tokens
+
+
+COUNTS = Counts()
+registry.register(COUNTS)
 
 
 class RuntimeCollector:

@@ -4,7 +4,7 @@ import asyncio
 import gc
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from chatmeter.catalog import Catalog, CatalogStore, Plan
@@ -33,6 +33,8 @@ class TenantContext:
     plan: Plan
     topup_units: dict[str, int]  # units bought for the current billing month, per meter
     loaded_at: float
+    # The hard limits in force per (api_key_id, end_user_id, UTC date), while this context is cached.
+    rules: dict[tuple, list] = field(default_factory=dict, compare=False)
 
 
 class Runtime:

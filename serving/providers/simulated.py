@@ -65,7 +65,10 @@ _PIECES = _build_pieces(seed=1729, size=_CORPUS_OFFSETS + _MAX_NATURAL_TOKENS)
 
 
 def message_tokens(message: dict[str, Any]) -> int:
-    texts, non_text_parts = split_content(message.get("content"))
+    content = message.get("content")
+    if type(content) is str and len(message) == 2:  # {"role", "content"}: most messages, and every request counts
+        return PER_MESSAGE_TOKENS + count_tokens(content)
+    texts, non_text_parts = split_content(content)
     tokens = PER_MESSAGE_TOKENS + sum(count_tokens(t) for t in texts)
     tokens += SIMULATED_NON_TEXT_PART_TOKENS * non_text_parts
     tokens += count_tokens(str(message.get("name") or ""))

@@ -203,10 +203,21 @@ def test_credits_plan_refuses_when_credits_run_out(client, tenants):
     assert credits["used"] == 99  # 33 calls of 3 credits; the 34th would pass 100
 
 
+def _metric(text: str, line_start: str) -> float:
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(line_start))
+
+
 def test_metrics_and_health(client, tenants):
     t = tenants.create("free")
-    client.post("/v1/chat/completions", json=chat_body(), headers=t["headers"])
+    before = client.get("/metrics").text
+    r = client.post("/v1/chat/completions", json=chat_body(), headers=t["headers"])
+    usage = r.json()["usage"]
+    client.post("/v1/chat/completions", json=chat_body(max_tokens=10**6), headers=t["headers"])  # clamped
     assert client.get("/healthz").json()["status"] == "ok"
     text = client.get("/metrics").text
-    assert "chatmeter_admissions_total" in text
-    assert "chatmeter_log_events_written" in text
+    for outcome, added in (("admitted", 1), ("clamped", 1), ("refused", 0)):
+        name = f'chatmeter_admissions_total{{outcome="{outcome}"}}'
+        assert _metric(text, name) == _metric(before, name) + added
+    name = 'chatmeter_tokens_metered_total{direction="input"}'
+    assert _metric(text, name) >= _metric(before, name) + usage["prompt_tokens"]
+    assert _metric(text, "chatmeter_log_events_written") >= 2
