@@ -14,16 +14,18 @@ file. Live segments are converted from the copy of their records kept in memory,
 from the files. A segment is deleted only once all its files are durable, and file names are
 deterministic, so rolling a segment again after a crash rewrites the same files.
 
-WAL record: 4-byte big-endian payload length, 4-byte big-endian CRC32 of the payload, payload. The
-payload is JSON: {"event": {"seq": n, ...}, "transcripts": [...], "idem": {...} | null}, Decimal as
-string, datetime as ISO 8601. Segment files: wal/<writer_id>.<first_seq:012d>.wal.
+WAL record: one per batch, written whole or cut off whole. 4-byte big-endian payload length, 4-byte
+big-endian CRC32 of the payload, payload: the batch's first seq (8 bytes, big-endian), then one JSON line
+per append, "\n"-separated, whose seqs are first, first+1, ... in order. A line is
+{"event": {...}, "transcripts": [...], "idem": {...} | null}, Decimal as string, datetime as ISO 8601,
+without the seq (so appends are encoded before the committer hands out seqs). Segment files:
+wal/<writer_id>.<first_seq:012d>.wal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import os
 import re
@@ -33,7 +35,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -62,18 +64,23 @@ IDEMPOTENCY_SCHEMA = pa.schema(
 )
 
 _HEADER = struct.Struct(">II")
+_FIRST_SEQ = struct.Struct(">Q")
 _MAX_RECORD = 1 << 30  # a length beyond this is a torn or corrupt header, not a record
-_EVENT_OPEN = len(b'{"event":{')
+_MAX_LINES = _MAX_RECORD - _FIRST_SEQ.size  # a larger batch is written as several records
 _WRITER_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _EVENT_PARTITIONING = ds.partitioning(pa.schema([("event_date", pa.date32())]), flavor="hive")
 
+
+def _money_column(type_: pa.Decimal128Type) -> tuple[Decimal, Context]:
+    """The quantum of a decimal column, and a context in which quantising to it raises InvalidOperation when
+    the value has more digits than the column holds."""
+    context = Context(prec=type_.precision, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation])
+    return Decimal(1).scaleb(-type_.scale), context
+
+
 # Money columns are stored at their schema's scale: quantise at append (half-even), so that a value with
 # more digits can neither fail a roll nor differ between the live counters and the pipeline.
-_EVENT_DECIMALS = tuple(
-    (f.name, Decimal(1).scaleb(-f.type.scale), f.type.precision - f.type.scale)
-    for f in EVENT_SCHEMA
-    if pa.types.is_decimal(f.type)
-)
+_EVENT_DECIMALS = tuple((f.name, *_money_column(f.type)) for f in EVENT_SCHEMA if pa.types.is_decimal(f.type))
 
 
 class LogUnavailable(Exception):
@@ -117,8 +124,7 @@ class EventLog:
         self._seg_path: Path | None = None
         self._seg_len = 0
         self._seg_opened = 0.0
-        self._seg_lines: list[bytes] = []  # its records as JSON lines, one chunk per batch, for the roll
-        self._seg_longest = 0
+        self._seg_batches: list[tuple[int, int, bytes]] = []  # (first seq, count, JSON lines), for the roll
         self._dirty_len: int | None = None  # a failed batch could not be cut off: restore before writing
 
         self._pending: list[tuple[bytes, dict, asyncio.Future]] = []
@@ -126,7 +132,7 @@ class EventLog:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._committer: asyncio.Task | None = None
         self._roller: asyncio.Task | None = None
-        self._roll_queue: asyncio.Queue[tuple[Path, list[bytes], int] | None] | None = None
+        self._roll_queue: asyncio.Queue[tuple[Path, list[tuple[int, int, bytes]]] | None] | None = None
         self._commit_pool: ThreadPoolExecutor | None = None
         self._roll_pool: ThreadPoolExecutor | None = None
         self._closing = False
@@ -145,15 +151,16 @@ class EventLog:
         self._remove_own_temp_files()
         last = self._last_seq_in_parquet()
         for path in self._segments():
-            payloads, valid, size = _read_segment(path)
+            batches, valid, size = _read_segment(path)
             if valid < size:
                 log.warning("event log: cutting a torn tail of %d bytes off %s", size - valid, path.name)
                 with open(path, "r+b") as f:
                     f.truncate(valid)
                     os.fsync(f.fileno())
-            if payloads:
-                last = max(last, orjson.loads(payloads[-1])["event"]["seq"])
-            self._roll_segment(path, payloads, max(map(len, payloads), default=0))
+            if batches:
+                first, count, _ = batches[-1]
+                last = max(last, first + count - 1)
+            self._roll_segment(path, batches)
         self._next_seq = last + 1
         return last
 
@@ -223,13 +230,13 @@ class EventLog:
                 row["event_date"] = event_date
         idem = None if idempotency is None else {**idempotency, "event_id": event_id}
         money = []
-        for name, quantum, digits in _EVENT_DECIMALS:
+        for name, quantum, context in _EVENT_DECIMALS:
             value = event.get(name)
             if value is not None:
-                value = event[name] = _money(name, value, quantum, digits)
+                value = event[name] = _money(name, value, quantum, context)
                 money.append((name, value))
         # Money goes in as strings: orjson writes them natively, a `default` callback per value costs more.
-        # The record lacks only its seq, which the committer puts in front of the event's fields.
+        # The record lacks only its seq, which its batch's header implies.
         try:
             for name, value in money:
                 event[name] = str(value)
@@ -237,6 +244,8 @@ class EventLog:
         finally:
             for name, value in money:
                 event[name] = value
+        if len(record) >= _MAX_LINES:
+            raise ValueError(f"an event of {len(record)} bytes is too large for the event log")
         future = self._loop.create_future()
         self._pending.append((record, event, future))
         if not self._wake.is_set():
@@ -297,20 +306,17 @@ class EventLog:
                 self._fd = None
 
     def _commit(self, batch: list[tuple[bytes, dict, asyncio.Future]]) -> int:
-        """In the commit thread: write the batch as records seq, seq+1, ... with one write and one fsync."""
+        """In the commit thread: write the batch as one record (seqs first, first+1, ...) with one write and
+        one fsync; return first."""
         if self._dirty_len is not None:
             self._restore_length()
         if self._fd is None:
             self._open_segment()
         first, n = self._next_seq, len(batch)
-        lines = [  # the record with its seq: '{"event":{' + '"seq":N,' + the rest
-            b'{"event":{"seq":%d,' % seq + record[_EVENT_OPEN:]
-            for seq, (record, _, _) in zip(range(first, first + n), batch, strict=True)
-        ]
-        parts = [b""] * (2 * n)
-        parts[0::2] = map(_HEADER.pack, map(len, lines), map(zlib.crc32, lines))
-        parts[1::2] = lines
-        data = b"".join(parts)
+        records = [record for record, _, _ in batch]
+        lines = b"\n".join(records)
+        chunks = [(first, n, lines)] if len(lines) <= _MAX_LINES else list(_chunks(records, first))
+        data = b"".join([_record(chunk_first, chunk) for chunk_first, _, chunk in chunks])
         start = self._seg_len
         try:
             self._write(self._fd, data)
@@ -326,8 +332,7 @@ class EventLog:
                 log.error("event log: cannot cut a failed batch off %s yet: %s", self._seg_path.name, exc)
             raise
         self._seg_len = start + len(data)
-        self._seg_lines.append(b"\n".join(lines))
-        self._seg_longest = max(self._seg_longest, max(map(len, lines)))
+        self._seg_batches += chunks
         self._next_seq = first + n
         return first
 
@@ -363,10 +368,10 @@ class EventLog:
 
     def _seal(self) -> None:
         os.close(self._fd)
-        self._roll_queue.put_nowait((self._seg_path, self._seg_lines, self._seg_longest))
+        self._roll_queue.put_nowait((self._seg_path, self._seg_batches))
         self._fd = self._seg_path = None
-        self._seg_len = self._seg_longest = 0
-        self._seg_lines = []
+        self._seg_len = 0
+        self._seg_batches = []
 
     # --- rolling into Parquet ---
 
@@ -388,11 +393,11 @@ class EventLog:
                         await asyncio.wait_for(self._stopping.wait(), delay)
                     delay = min(delay * 2, 30.0)
 
-    def _roll_segment(self, path: Path, lines: list[bytes], longest: int) -> None:
-        """Write a sealed segment's records (`lines`: chunks of JSON lines, as written; `longest`: the
-        longest line) as Parquet files, then delete the segment."""
-        if lines:
-            events, transcripts, idempotency = _decode(lines, longest)
+    def _roll_segment(self, path: Path, batches: list[tuple[int, int, bytes]]) -> None:
+        """Write a sealed segment's batches (first seq, count, JSON lines) as Parquet files, then delete
+        the segment."""
+        if batches:
+            events, transcripts, idempotency = _decode(batches)
             seqs = pc.min_max(events["seq"])
             first, last = seqs["min"].as_py(), seqs["max"].as_py()
             name = f"{self.writer_id}-{first:012d}-{last:012d}.parquet"
@@ -440,9 +445,9 @@ class EventLog:
             dataset = ds.dataset(files, format="parquet", schema=IDEMPOTENCY_SCHEMA)
             tables.append(dataset.to_table(filter=ds.field("created_at") >= cutoff))
         for path in self._segments():
-            payloads = _read_segment(path)[0]
-            if payloads:
-                idem = _decode(payloads, max(map(len, payloads)))[2]
+            batches = _read_segment(path)[0]
+            if batches:
+                idem = _decode(batches)[2]
                 tables.append(idem.filter(pc.greater_equal(idem["created_at"], pa.scalar(cutoff, UTC_TS))))
         out: dict[tuple[str, str], dict] = {}
         for table in tables:
@@ -521,39 +526,55 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} cannot be stored in the event log")
 
 
-def _money(name: str, value: Any, quantum: Decimal, digits: int) -> Decimal:
-    """`value` at the column's scale (half-even), refused if it has more integer digits than the column."""
-    if type(value) is not Decimal:
-        if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
-            raise TypeError(f"{name} must be a Decimal, not {type(value).__name__}")
-        value = Decimal(value)
+def _money(name: str, value: Any, quantum: Decimal, context: Context) -> Decimal:
+    """`value` at the column's scale (half-even), refused if it has more digits than the column."""
+    if type(value) is not Decimal and (isinstance(value, bool) or not isinstance(value, int | str | Decimal)):
+        raise TypeError(f"{name} must be a Decimal, not {type(value).__name__}")
     try:
-        value = value.quantize(quantum, ROUND_HALF_EVEN)
-        if value.adjusted() < digits and value.is_finite():
-            return value
+        quantised = Decimal(value).quantize(quantum, context=context)
+        if quantised.is_finite():
+            return quantised
     except InvalidOperation:
         pass
     raise ValueError(f"{name} {value} does not fit the event log")
 
 
-def _read_segment(path: Path) -> tuple[list[bytes], int, int]:
-    """The payloads of the records that check out, up to the first that does not; that record's offset;
-    the file's size."""
+def _record(first: int, lines: bytes) -> bytes:
+    """The WAL record of a batch: its JSON lines, whose seqs start at `first`."""
+    head = _FIRST_SEQ.pack(first)
+    return b"".join((_HEADER.pack(len(head) + len(lines), zlib.crc32(lines, zlib.crc32(head))), head, lines))
+
+
+def _chunks(records: list[bytes], first: int) -> Iterable[tuple[int, int, bytes]]:
+    """`records` (seqs first, first+1, ...) as batches of at most _MAX_LINES bytes."""
+    start, size = 0, -1
+    for i, record in enumerate(records):
+        if size + 1 + len(record) > _MAX_LINES:
+            yield first + start, i - start, b"\n".join(records[start:i])
+            start, size = i, -1
+        size += 1 + len(record)
+    yield first + start, len(records) - start, b"\n".join(records[start:])
+
+
+def _read_segment(path: Path) -> tuple[list[tuple[int, int, bytes]], int, int]:
+    """The batches (first seq, count, JSON lines) of the records that check out, up to the first that does
+    not; that record's offset; the file's size."""
     data = path.read_bytes()
-    payloads = []
+    batches = []
     pos, size = 0, len(data)
-    unpack, crc32 = _HEADER.unpack_from, zlib.crc32
     while pos + _HEADER.size <= size:
-        length, crc = unpack(data, pos)
-        end = pos + _HEADER.size + length
-        if length == 0 or length > _MAX_RECORD or end > size:
+        length, crc = _HEADER.unpack_from(data, pos)
+        start, end = pos + _HEADER.size, pos + _HEADER.size + length
+        if length <= _FIRST_SEQ.size or length > _MAX_RECORD or end > size:
             break
-        payload = data[pos + _HEADER.size : end]
-        if crc32(payload) != crc:
+        payload = memoryview(data)[start:end]
+        if zlib.crc32(payload) != crc:
             break
-        payloads.append(payload)
+        lines = bytes(payload[_FIRST_SEQ.size :])
+        # orjson escapes newlines inside strings: every "\n" separates two appends.
+        batches.append((_FIRST_SEQ.unpack_from(payload)[0], lines.count(b"\n") + 1, lines))
         pos = end
-    return payloads, pos, size
+    return batches, pos, size
 
 
 def _read_type(schema: pa.Schema) -> pa.StructType:
@@ -569,17 +590,24 @@ _RECORD_SCHEMA = pa.schema(
     ]
 )
 _PARSE = pj.ParseOptions(explicit_schema=_RECORD_SCHEMA, unexpected_field_behavior="ignore")
+_SEQ_COLUMN = EVENT_SCHEMA.get_field_index("seq")
 
 
-def _decode(lines: list[bytes], longest: int) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """Records (chunks of JSON lines) -> (events, transcripts, idempotency) tables, in the exact schemas."""
-    ndjson = b"\n".join(lines)
+def _decode(batches: list[tuple[int, int, bytes]]) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """Batches (first seq, count, JSON lines) -> (events, transcripts, idempotency) tables, in the exact
+    schemas."""
+    ndjson = b"\n".join([lines for _, _, lines in batches])
+    seqs = [seq for first, count, _ in batches for seq in range(first, first + count)]
     try:
-        block = max(1 << 22, 2 * longest + 2)
-        records = pj.read_json(io.BytesIO(ndjson), pj.ReadOptions(use_threads=False, block_size=block), _PARSE)
+        # One block: no line can straddle a block boundary, and the buffer is read in place.
+        options = pj.ReadOptions(use_threads=False, block_size=max(1 << 20, min(len(ndjson) + 1, (1 << 31) - 1)))
+        records = pj.read_json(pa.py_buffer(ndjson), options, _PARSE)
+        if records.num_rows != len(seqs):
+            raise pa.ArrowInvalid(f"{records.num_rows} records for {len(seqs)} seqs")
         idem = records["idem"]
+        events = pa.Table.from_struct_array(records["event"]).cast(EVENT_SCHEMA)
         return (
-            pa.Table.from_struct_array(records["event"]).cast(EVENT_SCHEMA),
+            events.set_column(_SEQ_COLUMN, EVENT_SCHEMA.field(_SEQ_COLUMN), pa.array(seqs, pa.int64())),
             pa.Table.from_struct_array(pc.list_flatten(records["transcripts"])).cast(TRANSCRIPT_SCHEMA),
             pa.Table.from_struct_array(idem.filter(pc.is_valid(idem))).cast(IDEMPOTENCY_SCHEMA),
         )
@@ -587,9 +615,9 @@ def _decode(lines: list[bytes], longest: int) -> tuple[pa.Table, pa.Table, pa.Ta
         # A value Arrow will not take must never block the log: convert value by value, null what fails.
         log.warning("event log: converting records value by value: %s", exc)
         events, transcripts, idems = [], [], []
-        for payload in ndjson.split(b"\n"):
+        for seq, payload in zip(seqs, ndjson.split(b"\n"), strict=True):
             record = orjson.loads(payload)
-            events.append(record["event"])
+            events.append({**record["event"], "seq": seq})
             transcripts.extend(record.get("transcripts") or ())
             if record.get("idem"):
                 idems.append(record["idem"])
@@ -623,7 +651,7 @@ def _coerce(value: Any, type_: pa.DataType) -> Any:
             number, limit = int(value), 1 << (type_.bit_width - 1)
             return number if -limit <= number < limit else None
         if pa.types.is_decimal(type_):
-            return _money("", str(value), Decimal(1).scaleb(-type_.scale), type_.precision - type_.scale)
+            return _money("", str(value), *_money_column(type_))
         if pa.types.is_timestamp(type_):
             moment = datetime.fromisoformat(value)
             return moment.replace(tzinfo=UTC) if moment.utcoffset() is None else moment.astimezone(UTC)

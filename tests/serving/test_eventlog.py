@@ -191,6 +191,9 @@ def test_money_is_quantised_half_even_and_bad_events_are_refused(tmp_path):
             await log.append(make_event(at=datetime(2026, 3, 14, 9, 30)))
         with pytest.raises(ValueError):
             await log.append(make_event(provider_cost_usd=Decimal("1e12")))
+        for unstorable in ("a lot", Decimal("NaN"), Decimal("-Infinity"), Decimal("999999999999.9999995")):
+            with pytest.raises(ValueError):
+                await log.append(make_event(credits=unstorable))
         with pytest.raises(TypeError):
             await log.append(make_event(context={1, 2}))
         return await log.append(make_event())
@@ -323,8 +326,8 @@ def test_recovery_rolls_a_crashed_wal_once_and_cuts_a_torn_tail(tmp_path):
     (segment,) = wal_files(tmp_path)
     assert segment.name == "api.000000000001.wal"
     assert parquet_files(tmp_path) == []
-    with open(segment, "ab") as f:  # a record whose write was cut short
-        f.write(eventlog._HEADER.pack(5000, 1234) + b'{"event":{"seq":36')
+    with open(segment, "ab") as f:  # a batch whose write was cut short
+        f.write(eventlog._HEADER.pack(5000, 1234) + eventlog._FIRST_SEQ.pack(36) + b'{"event":{"event_id"')
 
     assert EventLog(tmp_path, "api").recover() == 35
     assert wal_files(tmp_path) == []
@@ -337,6 +340,80 @@ def test_recovery_rolls_a_crashed_wal_once_and_cuts_a_torn_tail(tmp_path):
     before = snapshot_tree(tmp_path)
     assert EventLog(tmp_path, "api").recover() == 35
     assert snapshot_tree(tmp_path) == before
+
+
+def _crash_with_batches(data_dir: Path) -> dict[str, int]:
+    """Three batches (1, 4 and 3 appends), then a crash: event_id -> the seq its append returned."""
+
+    async def body(log):
+        batches = [[make_event()], [make_event() for _ in range(4)], [make_event() for _ in range(3)]]
+        seqs = {}
+        for batch in batches:
+            returned = await asyncio.gather(*(log.append(e, make_transcripts(e, 1)) for e in batch))
+            seqs.update(zip((e["event_id"] for e in batch), returned, strict=True))
+        assert log.batches == 3
+        return seqs
+
+    return run_and_crash(data_dir, body)
+
+
+def test_recovery_gives_each_event_of_a_batch_the_seq_its_append_returned(tmp_path):
+    seqs = _crash_with_batches(tmp_path)
+    assert sorted(seqs.values()) == list(range(1, 9))
+
+    assert EventLog(tmp_path, "api").recover() == 8
+    events = read_all(tmp_path / "events")
+    assert dict(zip(events["event_id"].to_pylist(), events["seq"].to_pylist(), strict=True)) == seqs
+    transcripts = read_all(tmp_path / "transcripts", TRANSCRIPT_SCHEMA)
+    assert sorted(transcripts["event_id"].to_pylist()) == sorted(seqs)
+
+
+@pytest.mark.parametrize("damage", ["torn", "corrupt"])
+def test_recovery_drops_a_damaged_last_batch_whole(tmp_path, damage):
+    """A batch is acknowledged only after all of it is on disk: a torn or corrupt one counts for nothing."""
+    seqs = _crash_with_batches(tmp_path)
+    (segment,) = wal_files(tmp_path)
+    data = bytearray(segment.read_bytes())
+    assert data.rindex(eventlog._FIRST_SEQ.pack(6)) < len(data) - 20  # the damage hits the last batch only
+    if damage == "torn":
+        del data[-20:]
+    else:
+        data[-20] ^= 0x01  # one bit flipped
+    segment.write_bytes(bytes(data))
+
+    assert EventLog(tmp_path, "api").recover() == 5
+    assert wal_files(tmp_path) == []
+    events = read_all(tmp_path / "events")
+    kept = {event_id: seq for event_id, seq in seqs.items() if seq <= 5}
+    assert dict(zip(events["event_id"].to_pylist(), events["seq"].to_pylist(), strict=True)) == kept
+    assert read_all(tmp_path / "transcripts", TRANSCRIPT_SCHEMA).num_rows == 5
+
+    async def body(log):  # the dropped batch's seqs are handed out again: they were never acknowledged
+        return await log.append(make_event())
+
+    assert run_log(tmp_path, body) == 6
+
+
+def test_a_batch_too_large_for_one_record_is_written_as_several(tmp_path, monkeypatch):
+    monkeypatch.setattr(eventlog, "_MAX_RECORD", 2000)
+    monkeypatch.setattr(eventlog, "_MAX_LINES", 2000 - eventlog._FIRST_SEQ.size)
+    events = [make_event() for _ in range(10)]
+
+    async def body(log):
+        seqs = await asyncio.gather(*(log.append(e) for e in events))
+        with pytest.raises(ValueError):
+            await log.append(make_event(error_code="x" * 2000))
+        return log.batches, seqs
+
+    batches, seqs = run_and_crash(tmp_path, body)
+    assert batches == 1
+    assert [b[:2] for b in eventlog._read_segment(wal_files(tmp_path)[0])[0]] == [(1, 3), (4, 3), (7, 3), (10, 1)]
+
+    assert EventLog(tmp_path, "api").recover() == 10
+    table = read_all(tmp_path / "events")
+    assert dict(zip(table["event_id"].to_pylist(), table["seq"].to_pylist(), strict=True)) == {
+        e["event_id"]: seq for e, seq in zip(events, seqs, strict=True)
+    }
 
 
 def test_rolling_a_segment_again_after_a_crash_rewrites_the_same_files(tmp_path):
