@@ -5,7 +5,7 @@ day of the next month, or that month's last day when it is shorter.
 """
 
 import calendar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 
@@ -15,6 +15,10 @@ class Window:
     kind: str
     start: datetime
     end: datetime
+    start_epoch: int = field(init=False, repr=False, compare=False)  # Unix seconds: how counters key a window
+
+    def __post_init__(self):
+        object.__setattr__(self, "start_epoch", int(self.start.timestamp()))
 
     @property
     def seconds_to_reset(self) -> int:

@@ -77,7 +77,7 @@ Counted = tuple[str, str, str, int, int, Num, Num, Num, Num]
 
 
 def counter_key(subject: Subject, scope: str, meter: str, window: Window) -> CounterKey:
-    return (subject.tenant_id, scope, subject.scope_id(scope), meter, window.kind, int(window.start.timestamp()))
+    return (subject.tenant_id, scope, subject.scope_id(scope), meter, window.kind, window.start_epoch)
 
 
 def contributions(subject: Subject, anchor_day: int, at: datetime, amounts: dict[str, Num]) -> Counted:
@@ -86,8 +86,8 @@ def contributions(subject: Subject, anchor_day: int, at: datetime, amounts: dict
         subject.tenant_id,
         subject.api_key_id,
         subject.end_user_id,
-        int(day_window(at).start.timestamp()),
-        int(billing_month(at, anchor_day).start.timestamp()),
+        day_window(at).start_epoch,
+        billing_month(at, anchor_day).start_epoch,
         *(amounts.get(meter, 0) for meter in METERS),
     )
 
