@@ -70,18 +70,22 @@ def event_files(settings: Settings) -> str:
     return str(placeholder.resolve())
 
 
-def dbt_environment(settings: Settings) -> dict[str, str]:
+def dbt_environment(settings: Settings, variables: dict[str, str] | None = None) -> dict[str, str]:
+    """Paths, and what the run is for (`as_of`, `min_date`, `max_date`: see the dbt macro run_var)."""
+    from orchestration.defs.dbt.partitions import run_environment
+
     return {
         "CHATMETER_DATA_DIR": str(settings.data_dir.resolve()),
         "CHATMETER_WAREHOUSE": str(settings.warehouse_path.resolve()),
         "CHATMETER_EVENT_FILES": event_files(settings),
+        **run_environment(variables or {}),
     }
 
 
 @contextlib.contextmanager
-def dbt_env(settings: Settings) -> Iterator[None]:
+def dbt_env(settings: Settings, variables: dict[str, str] | None = None) -> Iterator[None]:
     """dbt (a subprocess of dagster-dbt) reads its paths from the environment: set them for one invocation."""
-    values = dbt_environment(settings)
+    values = dbt_environment(settings, variables)
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:

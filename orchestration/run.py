@@ -50,9 +50,22 @@ def first_event_date(settings: Settings) -> date | None:
     return date.fromisoformat(days[0]) if days else None
 
 
-def run_pipeline(settings: Settings | None = None, as_of: datetime | None = None) -> bool:
-    """Materialise every asset once: metadata export, the daily usage model over every day of the log, the
-    other dbt models, then the Python assets (snapshot, invoices, forecasts, Stripe, alerts, retention)."""
+def log_days(settings: Settings, today: date) -> tuple[str, str]:
+    """Every day of the log up to today, at least today (so the daily tables exist on an empty log), as partition
+    keys."""
+    from orchestration.defs.dbt.partitions import daily_partitions
+
+    start = min(first_event_date(settings) or today, today)
+    keys = daily_partitions.get_partition_keys()
+    return max(start.isoformat(), keys[0]), min(today.isoformat(), keys[-1])
+
+
+def run_pipeline(
+    settings: Settings | None = None, as_of: datetime | None = None, days: tuple[date, date] | None = None
+) -> bool:
+    """Materialise every asset once, in one run: metadata export, the daily models over `days` (inclusive;
+    default every day of the log), the other dbt models, then the Python assets (snapshot, invoices, forecasts,
+    Stripe, alerts, retention)."""
     settings = settings or get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_manifest()
@@ -61,7 +74,6 @@ def run_pipeline(settings: Settings | None = None, as_of: datetime | None = None
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
     from orchestration.definitions import defs
-    from orchestration.defs.dbt.partitions import daily_partitions
     from orchestration.resources import pipeline_resources
 
     resources = pipeline_resources(settings, as_of.isoformat() if as_of else None)
@@ -71,29 +83,18 @@ def run_pipeline(settings: Settings | None = None, as_of: datetime | None = None
 
         resources["stripe"] = StripeResource(api_key=None)
     assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition) and a.is_executable]
-    partitioned = [a for a in assets if a.partitions_def is not None]
-    unpartitioned = [a for a in assets if a.partitions_def is None]
-    instance = dg.DagsterInstance.ephemeral()
-
-    def run(selected, tags=None) -> bool:
-        if not selected:
-            return True
-        result = dg.materialize(selected, resources=resources, instance=instance, raise_on_error=False, tags=tags)
-        return result.success
-
-    # The dbt models read the exported metadata; the Python assets read the marts.
-    names = {"metadata_export": 0, "warehouse_dbt_assets": 1}
-    stages: list[list] = [[], [], []]
-    for a in unpartitioned:
-        stages[names.get(a.node_def.name, 2)].append(a)
-    ok = run(stages[0]) and run(stages[1])
-    # Every day of the log (at least today, so the table exists on an empty log), in one dbt run.
-    today = (as_of or datetime.now(UTC)).date()
-    start = min(first_event_date(settings) or today, today)
-    keys = daily_partitions.get_partition_keys()
-    start_key = max(start.isoformat(), keys[0])
-    end_key = min(today.isoformat(), keys[-1])
-    ok = ok and run(partitioned, {ASSET_PARTITION_RANGE_START_TAG: start_key, ASSET_PARTITION_RANGE_END_TAG: end_key})
-    ok = ok and run(stages[2])
-    log.info("pipeline run %s", "succeeded" if ok else "failed")
-    return ok
+    if days is None:
+        first, last = log_days(settings, (as_of or datetime.now(UTC)).date())
+    else:
+        first, last = days[0].isoformat(), days[1].isoformat()
+    # One run (Dagster orders the assets by their dependencies); the daily models get the window as a
+    # partition range, processed in one dbt invocation (single-run backfill policy).
+    result = dg.materialize(
+        assets,
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+        tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+    )
+    log.info("pipeline run %s", "succeeded" if result.success else "failed")
+    return result.success

@@ -1,23 +1,41 @@
 {#- The event log, deduplicated on event_id, renamed, with what each event adds to each meter. Shared by
-    stg_events and the incremental fct_daily_usage, which reads the log itself so that every run renders the
-    log's current location (a view keeps the path it was created with). -#}
+    stg_events (the whole log, every row checked for copies) and the daily models, which read the log itself so
+    that every run renders the log's current location (a view keeps the path it was created with):
+    - where: a condition on the log's columns (e.g. the run's days, by the writer's partition day event_date);
+    - files: a relation of (file, copies_possible): only these files are read (the ones int_log_seq_ranges saw),
+      and only rows of files that may hold copies are deduplicated (the sort is the costly part, copies rare). -#}
 
-{% macro staged_events(relation, min_date=none, max_date=none) %}
+{% macro staged_events(relation, where=none, files=none) %}
 
-    source as (
+    source as {{ 'not materialized' if files else '' }} (
 
+        {%- if files %}
+        select log.*, files.copies_possible
+        from {{ relation }} as log
+        join {{ files }} as files on files.file = {{ log_file('log.filename') }}
+        {%- else %}
         select * from {{ relation }}
-        {#- event_date is the writer's partition day (the UTC day of occurred_at); a day of slack each side. -#}
-        {% if min_date %} where event_date >= cast('{{ min_date }}' as date) - 1 {% endif %}
-        {% if max_date %} {{ 'and' if min_date else 'where' }} event_date <= cast('{{ max_date }}' as date) + 1 {% endif %}
+        {%- endif %}
+        {%- if where %}
+        where {{ where }}
+        {%- endif %}
 
     ),
 
     deduplicated as (
 
-        -- A retried roll can write the same event into two files; event_id makes every step idempotent.
+        -- A copied file repeats its events; event_id makes every step idempotent.
+        {%- if files %}
+        select * from source where not copies_possible
+        union all
+        (
+            select * from source where copies_possible
+            qualify row_number() over (partition by event_id order by writer_id, seq) = 1
+        )
+        {%- else %}
         select * from source
         qualify row_number() over (partition by event_id order by writer_id, seq) = 1
+        {%- endif %}
 
     ),
 
@@ -27,7 +45,7 @@
             event_id,
             idempotency_key,
             cast(occurred_at as timestamptz) as occurred_at,
-            cast(cast(occurred_at as timestamptz) as date) as usage_date,
+            {{ utc_date('cast(occurred_at as timestamptz)') }} as usage_date,
             writer_id,
             cast(seq as bigint) as seq,
             tenant_id,

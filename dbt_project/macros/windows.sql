@@ -3,7 +3,7 @@
     an index year * 12 + month - 1. -#}
 
 {% macro as_of() -%}
-    {%- if var('as_of') -%} cast('{{ var("as_of") }}' as timestamptz)
+    {%- if run_var('as_of') -%} cast('{{ run_var("as_of") }}' as timestamptz)
     {%- else -%} cast(get_current_timestamp() as timestamptz)
     {%- endif -%}
 {%- endmacro %}

@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from orchestration.definitions import defs
-from orchestration.defs.dbt.partitions import build_args, daily_partitions, dbt_vars, window_vars
+from orchestration.defs.dbt.partitions import build_args, daily_partitions, dbt_vars, run_environment, window_vars
 from orchestration.defs.dbt.schedules import daily_usage_schedule
 from orchestration.defs.invoices.definitions import invoice_schedule
 
@@ -37,7 +37,7 @@ def test_definitions_load():
         "invoice_schedule",
     }
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
-    assert {"events_in_log_equal_staging", "invoice_totals_equal_lines", "snapshot_usage_equals_daily"} <= checks
+    assert {"log_events_equal_daily_usage", "invoice_totals_equal_lines", "snapshot_usage_equals_daily"} <= checks
     snapshot_job = defs.resolve_job_def("snapshot_job")
     assert dg.AssetKey("limit_snapshot_file") in snapshot_job.asset_layer.selected_asset_keys
     assert daily_partitions.get_partition_keys(datetime(2026, 11, 21, 0, 15, tzinfo=UTC))[-1] == "2026-11-21"
@@ -73,6 +73,11 @@ def test_snapshot_schedule_runs_every_few_minutes():
     schedule = repo.get_schedule_def("snapshot_schedule")
     assert schedule.cron_schedule == "*/5 * * * *"
     assert schedule.job_name == "snapshot_job"
+    # Each run re-reads yesterday and today with the daily models, then rebuilds the snapshot.
+    request = schedule(dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 21, 0, 5, tzinfo=UTC)))
+    assert request.tags["dagster/asset_partition_range_start"] == "2026-11-20"
+    assert request.tags["dagster/asset_partition_range_end"] == "2026-11-21"
+    assert dg.AssetKey("fct_daily_usage") in defs.resolve_job_def("snapshot_job").asset_layer.selected_asset_keys
 
 
 def test_partition_window_to_vars():
@@ -83,11 +88,17 @@ def test_partition_window_to_vars():
         "min_date": "2026-11-20",
         "max_date": "2026-11-20",
     }
-    cautious = ["--indirect-selection", "cautious"]
-    assert build_args("build", {"min_date": "2026-11-20"}) == [
+    # The run's vars reach dbt through the environment (passed as --vars they would force a full re-parse).
+    assert run_environment(dbt_vars("2026-11-20T12:00:00+00:00", (start, end))) == {
+        "CHATMETER_AS_OF": "2026-11-20T12:00:00+00:00",
+        "CHATMETER_MIN_DATE": "2026-11-20",
+        "CHATMETER_MAX_DATE": "2026-11-20",
+    }
+    assert run_environment({}) == {"CHATMETER_AS_OF": "", "CHATMETER_MIN_DATE": "", "CHATMETER_MAX_DATE": ""}
+    assert build_args("build") == [
         "build",
-        *cautious,
-        "--vars",
-        '{"min_date": "2026-11-20"}',
+        "--indirect-selection",
+        "cautious",
+        "--exclude-resource-type",
+        "unit_test",
     ]
-    assert build_args("build", {}) == ["build", *cautious]

@@ -1,6 +1,6 @@
 """dbt runs on private data dirs: late events re-processed by day, and the watermark's dense-prefix rule."""
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import dagster as dg
 import duckdb
@@ -9,7 +9,9 @@ from chatmeter.store import Store
 from orchestration.defs.dbt.assets import daily_usage_dbt_assets, warehouse_dbt_assets
 from orchestration.defs.ingest.assets import metadata_export
 from orchestration.defs.snapshots.assets import limit_snapshot_file
+from orchestration.defs.snapshots.definitions import snapshot_run_tags
 from orchestration.defs.snapshots.publish import read_current
+from orchestration.run import run_pipeline
 from tests.orchestration.factories import AS_OF, EventLog, event
 from tests.orchestration.helpers import asset_metadata, resources
 
@@ -45,6 +47,41 @@ def test_late_events_land_in_their_day(built_copy):
     assert daily_tokens(settings, "2026-11-02") == before_other
 
 
+def test_one_day_run_reprocesses_only_that_day(built_copy):
+    """The daily run: the whole pipeline, every asset, reading only its day of the log."""
+    settings, info = built_copy
+    log = EventLog(settings.events_dir, next_seq=dict(info["log"].next_seq))
+    watermark_before = read_current(settings.snapshots_dir)[0]["watermark"]
+    late, today = daily_tokens(settings, "2026-11-19"), daily_tokens(settings, "2026-11-20")
+    log.write(
+        [
+            event(
+                info["payg"], datetime(2026, 11, 19, 10, tzinfo=UTC), input_tokens=7, output_tokens=3, writer_id="w1"
+            ),
+            event(
+                info["payg"], datetime(2026, 11, 20, 11, tzinfo=UTC), input_tokens=70, output_tokens=30, writer_id="w2"
+            ),
+        ]
+    )
+    assert run_pipeline(settings, as_of=AS_OF, days=(date(2026, 11, 20), date(2026, 11, 20)))
+    assert daily_tokens(settings, "2026-11-20") == today + 100
+    assert daily_tokens(settings, "2026-11-19") == late  # not re-read: its late event waits for a run covering it
+    manifest, rows = snapshot_rows(settings, info["payg"])
+    # w1's event was not read: it lies above the watermark (the API counts it live); w2's was.
+    assert manifest["watermark"] == {"w1": watermark_before["w1"], "w2": watermark_before["w2"] + 1}
+    assert rows[("tenant", "tokens", "day")]["used"] == daily_tokens_of(settings, info["payg"], "2026-11-20")
+
+
+def daily_tokens_of(settings, tenant_id: str, day: str) -> int:
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        return con.execute(
+            "select sum(tokens)::bigint from fct_daily_usage where usage_date = ? and tenant_id = ?", [day, tenant_id]
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+
+
 def snapshot_rows(settings, tenant_id):
     manifest, table = read_current(settings.snapshots_dir)
     rows = {
@@ -67,11 +104,14 @@ def test_watermark_is_the_dense_prefix(settings):
     # seq 4 has not been rolled into Parquet yet: files hold 1-3 and 5.
     log.write(events[:3], numbered=True)
     log.write(events[4:], numbered=True)
-    snapshot_assets = [metadata_export, warehouse_dbt_assets, limit_snapshot_file]
+    # What the snapshot job runs: metadata, the daily models for yesterday and today, the snapshot models.
+    snapshot_assets = [metadata_export, daily_usage_dbt_assets, warehouse_dbt_assets, limit_snapshot_file]
     selection = dg.AssetSelection.assets(
         limit_snapshot_file
     ).upstream().required_multi_asset_neighbors() - dg.AssetSelection.assets(["log", "events"])
-    result = dg.materialize(snapshot_assets, resources=resources(settings), selection=selection)
+    result = dg.materialize(
+        snapshot_assets, resources=resources(settings), selection=selection, tags=snapshot_run_tags(AS_OF)
+    )
     assert result.success
     manifest, rows = snapshot_rows(settings, tenant.tenant_id)
     assert manifest["watermark"] == {"api-1": 3}
@@ -83,7 +123,9 @@ def test_watermark_is_the_dense_prefix(settings):
 
     log.write(events[3:4], numbered=True)
     later = AS_OF.replace(minute=5)
-    result = dg.materialize(snapshot_assets, resources=resources(settings, later), selection=selection)
+    result = dg.materialize(
+        snapshot_assets, resources=resources(settings, later), selection=selection, tags=snapshot_run_tags(later)
+    )
     assert result.success
     manifest, rows = snapshot_rows(settings, tenant.tenant_id)
     assert manifest["watermark"] == {"api-1": 5}

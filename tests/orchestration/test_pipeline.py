@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 
 from chatmeter.schemas import SNAPSHOT_SCHEMA
 from orchestration.defs.dbt.checks import (
-    events_in_log_equal_staging,
     invoice_totals_equal_lines,
+    log_events_equal_daily_usage,
     snapshot_usage_equals_daily,
 )
 from orchestration.defs.snapshots.publish import read_current
@@ -127,7 +127,7 @@ def test_snapshot_published_with_manifest(built):
 def test_reconciliation_checks_pass(built):
     settings, _ = built
     chatmeter = chatmeter_resource(settings, AS_OF.isoformat())
-    for check in (events_in_log_equal_staging, invoice_totals_equal_lines, snapshot_usage_equals_daily):
+    for check in (log_events_equal_daily_usage, invoice_totals_equal_lines, snapshot_usage_equals_daily):
         result = check(chatmeter=chatmeter)
         assert result.passed, (check, result.metadata)
 

@@ -1,5 +1,6 @@
 -- Every billing month of every tenant, from the one holding its first plan assignment, creation or event
--- to the one holding `as_of`. Billing months run from 00:00 UTC on the anchor day (chatmeter/windows.py).
+-- (its first day of usage: months start at midnight) to the one holding `as_of`. Billing months run from
+-- 00:00 UTC on the anchor day (chatmeter/windows.py).
 
 with
 
@@ -18,8 +19,8 @@ first_seen as (
             tenants.created_at,
             coalesce((select min(a.effective_from) from {{ ref('stg_plan_assignments') }} as a
                       where a.tenant_id = tenants.tenant_id), tenants.created_at),
-            coalesce((select min(e.occurred_at) from {{ ref('stg_events') }} as e
-                      where e.tenant_id = tenants.tenant_id), tenants.created_at)
+            coalesce((select cast(min(u.usage_date) as timestamptz) from {{ ref('int_tenant_daily_usage') }} as u
+                      where u.tenant_id = tenants.tenant_id), tenants.created_at)
         ) as first_at
     from tenants
 

@@ -4,26 +4,60 @@
         incremental_strategy='delete+insert',
         unique_key='usage_date',
         on_schema_change='append_new_columns',
+        tags=['daily'],
     )
 }}
 
--- Re-processes whole days: every day in [min_date, max_date] (vars, inclusive) is deleted and rebuilt from
--- the log, so late events land in their day on the next run covering it. Without vars: every day.
--- Reads the log through the staging macro of stg_events, so each run renders the log's current location.
+-- Re-processes whole days: every day of the run (min_date..max_date, see run_vars; without them every day) is
+-- deleted and rebuilt from the log, so late events land in their day on the next run covering it. Reads the
+-- files int_log_seq_ranges saw for these days, through the staging macro of stg_events.
 
 with
 
-{{ staged_events(source('log', 'events'), var('min_date'), var('max_date')) }},
+file_seqs as (
+
+    select
+        usage_date,
+        writer_id,
+        file,
+        min(seq_from) as seq_from,
+        max(seq_to) as seq_to,
+        sum(events) as events,
+        sum(seq_to - seq_from + 1) as seqs
+    from {{ ref('int_log_seq_ranges') }}
+    where {{ log_window('usage_date') }}
+    group by all
+
+),
+
+files as (
+
+    -- A copy of an event has its writer, seq and day: it can only be in a file holding a seq twice, or
+    -- whose seqs overlap another file's of the same writer and day (files sorted by first seq).
+    select file, bool_or(copies_possible) as copies_possible
+    from (
+        select
+            file,
+            events > seqs
+            or coalesce(seq_from <= max(seq_to) over (
+                partition by usage_date, writer_id order by seq_from, file
+                rows between unbounded preceding and 1 preceding
+            ), false)
+            or coalesce(lead(seq_from) over (
+                partition by usage_date, writer_id order by seq_from, file
+            ) <= seq_to, false) as copies_possible
+        from file_seqs
+    )
+    group by file
+
+),
+
+-- event_date is the writer's partition day (the UTC day of occurred_at); a day of slack each side.
+{{ staged_events(source('log', 'events'), where=log_window('event_date', 1), files='files') }},
 
 events as (
 
-    select * from renamed
-    {% if var('min_date') %}
-    where usage_date >= cast('{{ var("min_date") }}' as date)
-    {% endif %}
-    {% if var('max_date') %}
-    {{ 'and' if var('min_date') else 'where' }} usage_date <= cast('{{ var("max_date") }}' as date)
-    {% endif %}
+    select * from renamed where {{ log_window('usage_date') }}
 
 ),
 

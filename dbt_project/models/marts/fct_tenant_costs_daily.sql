@@ -1,3 +1,6 @@
+-- A day no plan change cuts lies whole in one segment (its pricing and margin) and is read from
+-- int_tenant_daily_usage; a day a plan change cuts is priced event by event (int_plan_change_day_events).
+
 with
 
 segments as (
@@ -6,13 +9,27 @@ segments as (
 
 ),
 
-events as (
+whole_days as (
 
-    select * from {{ ref('stg_events') }}
+    select
+        days.usage_date,
+        days.tenant_id,
+        days.billable_cost_usd as provider_cost_usd,
+        case when segments.pricing = 'cost_plus' then days.billable_cost_usd * segments.margin else 0 end
+            as cost_plus_billed_usd,
+        days.tokens,
+        days.requests
+    from {{ ref('int_tenant_daily_usage') }} as days
+    left join segments
+        on segments.tenant_id = days.tenant_id
+        and cast(days.usage_date as timestamptz) >= segments.segment_start
+        and cast(days.usage_date as timestamptz) < segments.segment_end
+    anti join {{ ref('int_plan_change_days') }} as cut
+        on cut.tenant_id = days.tenant_id and cut.usage_date = days.usage_date
 
 ),
 
-daily as (
+cut_days as (
 
     select
         events.usage_date,
@@ -22,12 +39,20 @@ daily as (
             as cost_plus_billed_usd,
         sum(events.metered_tokens) as tokens,
         sum(events.metered_requests) as requests
-    from events
+    from {{ ref('int_plan_change_day_events') }} as events
     left join segments
         on segments.tenant_id = events.tenant_id
         and events.occurred_at >= segments.segment_start
         and events.occurred_at < segments.segment_end
     group by all
+
+),
+
+daily as (
+
+    select * from whole_days
+    union all
+    select * from cut_days
 
 ),
 

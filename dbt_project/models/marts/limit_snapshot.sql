@@ -1,5 +1,5 @@
 -- Usage in the current windows (as of the run) per tenant, end user and key, per meter and window, with the
--- hard limit of the tenant's current plan. Counts only events up to the watermark (int_snapshot_events).
+-- hard limit of the tenant's current plan. Counts only events up to the watermark (snapshot_watermarks).
 
 with
 
@@ -46,49 +46,76 @@ windows as (
 
 ),
 
-event_meters as (
+-- Windows are whole UTC days, so a window's usage is its days in fct_daily_usage, less the events above the
+-- watermark the API counts live (int_events_above_watermark).
+counted as (
 
-    unpivot (
-        select
-            tenant_id, api_key_id, end_user_id, occurred_at,
-            cast(metered_tokens as decimal(38, 6)) as tokens,
-            cast(metered_requests as decimal(38, 6)) as requests,
-            cast(metered_embedding_tokens as decimal(38, 6)) as embedding_tokens,
-            cast(metered_credits as decimal(38, 6)) as credits
-        from {{ ref('int_snapshot_events') }}
-    )
-    on tokens, requests, embedding_tokens, credits
-    into name meter value quantity
+    select tenant_id, api_key_id, end_user_id, cast(usage_date as timestamptz) as counted_at,
+        tokens, requests, embedding_tokens, credits
+    from {{ ref('fct_daily_usage') }}
+    where usage_date >= (select cast(min(window_start) as date) from windows)
+        and usage_date < (select cast(max(window_end) as date) from windows)
+    union all
+    select tenant_id, api_key_id, end_user_id, occurred_at,
+        -metered_tokens, -metered_requests, -metered_embedding_tokens, -metered_credits
+    from {{ ref('int_events_above_watermark') }}
+
+),
+
+in_windows as (
+
+    select
+        windows.tenant_id,
+        windows.window_kind,
+        -- Calls naming no end user share one '' bucket, and widget calls (no API key) one '' key: as the API counts.
+        coalesce(counted.end_user_id, '') as end_user_id,
+        coalesce(counted.api_key_id, '') as api_key_id,
+        sum(counted.tokens) as tokens,
+        sum(counted.requests) as requests,
+        sum(counted.embedding_tokens) as embedding_tokens,
+        sum(counted.credits) as credits
+    from counted
+    join windows
+        on windows.tenant_id = counted.tenant_id
+        and counted.counted_at >= windows.window_start
+        and counted.counted_at < windows.window_end
+    group by all
 
 ),
 
 scoped as (
 
-    select tenant_id, 'tenant' as scope, tenant_id as scope_id, meter, occurred_at, quantity from event_meters
-    union all
-    -- Calls naming no end user share one '' bucket, and widget calls (no API key) one '' key: as the API counts.
-    select tenant_id, 'end_user', coalesce(end_user_id, ''), meter, occurred_at, quantity from event_meters
-    union all
-    select tenant_id, 'key', coalesce(api_key_id, ''), meter, occurred_at, quantity from event_meters
+    select tenant_id, window_kind, scope, scope_id,
+        sum(tokens) as tokens, sum(requests) as requests, sum(embedding_tokens) as embedding_tokens,
+        sum(credits) as credits
+    from (
+        select *, 'tenant' as scope, tenant_id as scope_id from in_windows
+        union all
+        select *, 'end_user', end_user_id from in_windows
+        union all
+        select *, 'key', api_key_id from in_windows
+    )
+    group by tenant_id, window_kind, scope, scope_id
 
 ),
 
 usage as (
 
-    select
-        windows.tenant_id,
-        scoped.scope,
-        scoped.scope_id,
-        scoped.meter,
-        windows.window_kind,
-        sum(scoped.quantity) as used
-    from scoped
-    join windows
-        on windows.tenant_id = scoped.tenant_id
-        and scoped.occurred_at >= windows.window_start
-        and scoped.occurred_at < windows.window_end
-    where scoped.quantity > 0
-    group by all
+    select tenant_id, scope, scope_id, meter, window_kind, used
+    from (
+        unpivot (
+            select tenant_id, window_kind, scope, scope_id,
+                cast(tokens as decimal(38, 6)) as tokens,
+                cast(requests as decimal(38, 6)) as requests,
+                cast(embedding_tokens as decimal(38, 6)) as embedding_tokens,
+                cast(credits as decimal(38, 6)) as credits
+            from scoped
+        )
+        on tokens, requests, embedding_tokens, credits
+        into name meter value used
+    )
+    -- Meters are never negative: a sum of zero means no usage (no row), as for an event metering nothing.
+    where used > 0
 
 ),
 

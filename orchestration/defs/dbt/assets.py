@@ -1,4 +1,5 @@
-"""dbt models as assets: the incremental daily model partitioned by day, everything else in one asset set."""
+"""dbt models as assets: the daily models (tag `daily`: the only ones reading the log, re-processing the days of
+their partition window) in one partitioned asset set, everything else in another."""
 
 import contextlib
 import tempfile
@@ -13,7 +14,8 @@ from orchestration.defs.dbt.translator import ChatmeterTranslator
 from orchestration.project import dbt_project
 from orchestration.resources import ChatmeterResource, dbt_env
 
-INCREMENTAL_SELECT = "fct_daily_usage"
+# The source's tests check the window's days of the log: they run with the daily models.
+DAILY_SELECT = "tag:daily source:log.events"
 
 
 @contextlib.contextmanager
@@ -26,7 +28,7 @@ def scratch_target() -> Iterator[Path]:
 
 @dbt_assets(
     manifest=dbt_project.manifest_path,
-    select=INCREMENTAL_SELECT,
+    select=DAILY_SELECT,
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     dagster_dbt_translator=ChatmeterTranslator(),
@@ -37,19 +39,19 @@ def daily_usage_dbt_assets(context: dg.AssetExecutionContext, dbt: DbtCliResourc
     """Re-processes the partition window's days (late events land in their day)."""
     window = context.partition_time_window
     variables = dbt_vars(chatmeter.as_of, (window.start, window.end))
-    context.log.info("dbt vars %s", variables)
-    with dbt_env(chatmeter.settings()), scratch_target() as target:
-        yield from dbt.cli(build_args("build", variables), context=context, target_path=target).stream()
+    context.log.info("dbt run for %s", variables)
+    with dbt_env(chatmeter.settings(), variables), scratch_target() as target:
+        yield from dbt.cli(build_args("build"), context=context, target_path=target).stream()
 
 
 @dbt_assets(
     manifest=dbt_project.manifest_path,
-    exclude=INCREMENTAL_SELECT,
+    exclude=DAILY_SELECT,
     dagster_dbt_translator=ChatmeterTranslator(),
     name="warehouse_dbt_assets",
     pool="warehouse",
 )
 def warehouse_dbt_assets(context: dg.AssetExecutionContext, dbt: DbtCliResource, chatmeter: ChatmeterResource):
     variables = dbt_vars(chatmeter.as_of)
-    with dbt_env(chatmeter.settings()), scratch_target() as target:
-        yield from dbt.cli(build_args("build", variables), context=context, target_path=target).stream()
+    with dbt_env(chatmeter.settings(), variables), scratch_target() as target:
+        yield from dbt.cli(build_args("build"), context=context, target_path=target).stream()

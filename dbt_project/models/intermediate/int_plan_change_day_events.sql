@@ -1,0 +1,31 @@
+-- The deduplicated events of the tenant-days cut by a plan change (int_plan_change_days): the only raw events
+-- billing reads. Only those tenants' rows of those days' partitions are scanned (a copy of an event has its
+-- tenant and day, so deduplicating within them is exact).
+
+{%- set conditions = [] %}
+{%- if execute %}
+    {%- set result = run_query(
+        "select distinct tenant_id, cast(usage_date as varchar) from " ~ ref('int_plan_change_days')
+        ~ " order by 2, 1"
+    ) %}
+    {%- for row in result.rows %}
+        {%- do conditions.append(
+            "(event_date between cast('" ~ row[1] ~ "' as date) - 1 and cast('" ~ row[1] ~ "' as date) + 1"
+            ~ " and tenant_id = '" ~ (row[0] | replace("'", "''")) ~ "')"
+        ) %}
+    {%- endfor %}
+{%- endif %}
+
+with
+
+{{ staged_events(source('log', 'events'), where='(' ~ (conditions | join(' or ') or 'false') ~ ')') }},
+
+final as (
+
+    select renamed.*
+    from renamed
+    semi join {{ ref('int_plan_change_days') }} as days using (tenant_id, usage_date)
+
+)
+
+select * from final

@@ -1,0 +1,56 @@
+-- Per day the run re-processed: the distinct event_ids in the files the daily models read == the events
+-- fct_daily_usage counted == the distinct (writer, seq) in int_log_seq_ranges. Fails on a copy counted twice,
+-- an event lost, or two events sharing a writer and seq (the watermark would then count one of them only).
+{{ config(tags=['daily']) }}
+
+with
+
+ranges as (
+
+    select * from {{ ref('int_log_seq_ranges') }} where {{ log_window('usage_date') }}
+
+),
+
+logged as (
+
+    select usage_date, count(distinct event_id) as events
+    from (
+        select {{ utc_date('log.occurred_at') }} as usage_date, log.event_id
+        from {{ source('log', 'events') }} as log
+        semi join (select distinct file from ranges) as files on files.file = {{ log_file('log.filename') }}
+        where {{ log_window('log.event_date', 1) }}
+    )
+    where {{ log_window('usage_date') }}
+    group by 1
+
+),
+
+counted as (
+
+    select usage_date, sum(events) as events from {{ ref('fct_daily_usage') }}
+    where {{ log_window('usage_date') }}
+    group by 1
+
+),
+
+seqs as (
+
+    -- The length of the union of each writer's ranges in a day (copies overlap).
+    select usage_date, sum(greatest(seq_to - greatest(seq_from - 1, coalesce(reached_before, 0)), 0)) as events
+    from (
+        select *, max(seq_to) over (
+            partition by usage_date, writer_id order by seq_from, seq_to
+            rows between unbounded preceding and 1 preceding
+        ) as reached_before
+        from ranges
+    )
+    group by 1
+
+)
+
+select usage_date, logged.events as logged, counted.events as counted, seqs.events as seqs
+from logged
+full outer join counted using (usage_date)
+full outer join seqs using (usage_date)
+where logged.events is distinct from counted.events
+    or logged.events is distinct from seqs.events
