@@ -1,9 +1,10 @@
 """The durable usage log: group commit to a write-ahead log with fsync, rolled into Parquet.
 
-`EventLog.append` returns an event's seq only once the event is on disk. One committer task takes every
-pending append and hands the batch to a dedicated thread, which gives the records their seqs and writes
-them to the active WAL segment with one write and one fsync; the task then resolves them all, while
-appends arriving meanwhile form the next batch. A batch that fails (disk full, read-only) fails all its
+`EventLog.append` returns an event's seq only once the event is on disk. Every pending append is handed
+as one batch to a dedicated thread, which gives the records their seqs and writes them to the active WAL
+segment with one write and one fsync; one batch at a time, the next taken as soon as the last is on disk
+(or, when a batch resumed many callers at once, once half of their next appends are in). The committer
+task then resolves the batch's appends. A batch that fails (disk full, read-only) fails all its
 appends with LogUnavailable, takes no seq and is cut off the segment; when even that fails, nothing more
 is written until it succeeds.
 
@@ -67,6 +68,8 @@ _HEADER = struct.Struct(">II")
 _FIRST_SEQ = struct.Struct(">Q")
 _MAX_RECORD = 1 << 30  # a length beyond this is a torn or corrupt header, not a record
 _MAX_LINES = _MAX_RECORD - _FIRST_SEQ.size  # a larger batch is written as several records
+_SPLIT_BATCH = 64  # a batch resuming at least this many callers splits their next appends in two
+_NEVER = 1 << 62
 _WRITER_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _EVENT_PARTITIONING = ds.partitioning(pa.schema([("event_date", pa.date32())]), flavor="hive")
 
@@ -128,6 +131,8 @@ class EventLog:
         self._dirty_len: int | None = None  # a failed batch could not be cut off: restore before writing
 
         self._pending: list[tuple[bytes, dict, asyncio.Future]] = []
+        self._in_flight: tuple[list[tuple[bytes, dict, asyncio.Future]], asyncio.Future] | None = None
+        self._split_at = _NEVER
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._committer: asyncio.Task | None = None
@@ -248,51 +253,72 @@ class EventLog:
             raise ValueError(f"an event of {len(record)} bytes is too large for the event log")
         future = self._loop.create_future()
         self._pending.append((record, event, future))
+        if self._in_flight is None and len(self._pending) > self._split_at:
+            # A batch resumed many callers at once and the disk is idle: write half of their next appends
+            # now rather than after the whole burst, so that from then on one half is written while the
+            # other is encoded.
+            self._start_batch()
         if not self._wake.is_set():
             self._wake.set()
         return await future
+
+    def _start_batch(self) -> None:
+        """Hand every pending append to the commit thread. Only while no batch is in flight: the segment
+        belongs to the commit thread while one is, to the event loop otherwise."""
+        if self._roll_due():
+            self._seal()
+        batch, self._pending = self._pending, []
+        self._in_flight = batch, self._loop.run_in_executor(self._commit_pool, self._commit, batch)
 
     async def _commit_loop(self) -> None:
         loop = asyncio.get_running_loop()
         tick = min(1.0, max(0.005, self.roll_age_s / 4))
         while True:
-            if not self._pending:
+            if self._in_flight is None and not self._pending:
                 if self._closing:
                     break
-                try:
-                    await asyncio.wait_for(self._wake.wait(), tick)
-                except TimeoutError:
-                    pass
-            self._wake.clear()
-            batch, self._pending = self._pending, []
-            if batch:
-                try:
-                    first = await loop.run_in_executor(self._commit_pool, self._commit, batch)
-                except Exception as exc:
-                    self.write_errors += 1
-                    if not isinstance(exc, OSError):
-                        log.exception("event log: a batch failed")
-                    else:
-                        log.error("event log: writing a batch of %d failed: %s", len(batch), exc)
-                    for *_, future in batch:
-                        if not future.done():
-                            error = LogUnavailable(f"the usage log cannot be written: {exc}")
-                            error.__cause__ = exc
-                            future.set_exception(error)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(tick):
+                        await self._wake.wait()
+                self._wake.clear()
+                if self._in_flight is None and not self._pending:
+                    if self._roll_due():
+                        self._seal()
+                    continue
+            if self._in_flight is None:
+                self._start_batch()
+            batch, written = self._in_flight
+            try:
+                first = await written
+            except Exception as exc:
+                self._in_flight = None
+                self.write_errors += 1
+                if not isinstance(exc, OSError):
+                    log.exception("event log: a batch failed")
                 else:
-                    seq = first
-                    for _, event, future in batch:
-                        event["seq"] = seq
-                        try:
-                            future.set_result(seq)
-                        except asyncio.InvalidStateError:  # a cancelled caller: its event is written all the same
-                            pass
-                        seq += 1
-                    self.events_written += len(batch)
-                    self.batches += 1
-                    self.last_batch_size = len(batch)
-            if self._roll_due():
-                self._seal()
+                    log.error("event log: writing a batch of %d failed: %s", len(batch), exc)
+                for *_, future in batch:
+                    if not future.done():
+                        error = LogUnavailable(f"the usage log cannot be written: {exc}")
+                        error.__cause__ = exc
+                        future.set_exception(error)
+            else:
+                self._in_flight = None
+                if self._pending:  # keep the disk busy while these callers resume
+                    self._start_batch()
+                seq = first
+                for _, event, future in batch:
+                    event["seq"] = seq
+                    try:
+                        future.set_result(seq)
+                    except asyncio.InvalidStateError:  # a cancelled caller: its event is written all the same
+                        pass
+                    seq += 1
+                self.events_written += len(batch)
+                self.batches += 1
+                self.last_batch_size = len(batch)
+                # Smaller batches take far less time to encode than to fsync: nothing to overlap.
+                self._split_at = len(batch) // 2 if len(batch) >= _SPLIT_BATCH else _NEVER
         if self._dirty_len is not None:
             try:
                 await loop.run_in_executor(self._commit_pool, self._restore_length)

@@ -245,6 +245,31 @@ def test_concurrent_appends_share_batches(tmp_path):
     assert log.write_errors == 0
 
 
+def test_a_burst_of_appends_resumed_by_one_batch_is_split(tmp_path):
+    """Callers that append again as soon as their append returns: after the first batch, their appends are
+    written in two halves, one on disk while the other is encoded, every seq still dense and in order."""
+    sent = []
+
+    async def body(log):
+        async def caller():
+            for _ in range(5):
+                event = make_event()
+                sent.append(event)
+                assert await log.append(event) == event["seq"]
+
+        await asyncio.gather(*(caller() for _ in range(128)))
+        return log
+
+    log = run_log(tmp_path, body)
+    assert log.events_written == 640
+    assert log.batches > 5  # the first batch holds all 128; the rest are split
+    rows = read_all(tmp_path / "events")
+    assert sorted(rows["seq"].to_pylist()) == list(range(1, 641))
+    assert dict(zip(rows["event_id"].to_pylist(), rows["seq"].to_pylist(), strict=True)) == {
+        e["event_id"]: e["seq"] for e in sent
+    }
+
+
 def test_rolls_by_size(tmp_path):
     async def body(log):
         for _ in range(4):
