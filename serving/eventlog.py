@@ -234,21 +234,12 @@ class EventLog:
                     raise ValueError("a transcript row belongs to another event")
                 row["event_date"] = event_date
         idem = None if idempotency is None else {**idempotency, "event_id": event_id}
-        money = []
         for name, quantum, context in _EVENT_DECIMALS:
             value = event.get(name)
             if value is not None:
-                value = event[name] = _money(name, value, quantum, context)
-                money.append((name, value))
-        # Money goes in as strings: orjson writes them natively, a `default` callback per value costs more.
+                event[name] = _money(name, value, quantum, context)
         # The record lacks only its seq, which its batch's header implies.
-        try:
-            for name, value in money:
-                event[name] = str(value)
-            record = orjson.dumps({"event": event, "transcripts": transcripts, "idem": idem}, default=_json_default)
-        finally:
-            for name, value in money:
-                event[name] = value
+        record = orjson.dumps({"event": event, "transcripts": transcripts, "idem": idem}, default=_json_default)
         if len(record) >= _MAX_LINES:
             raise ValueError(f"an event of {len(record)} bytes is too large for the event log")
         future = self._loop.create_future()
@@ -547,7 +538,7 @@ def _dedupe(table: pa.Table, key: str) -> pa.Table:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
+    if isinstance(value, Decimal):  # money, as a string
         return str(value)
     raise TypeError(f"{type(value).__name__} cannot be stored in the event log")
 
@@ -557,7 +548,9 @@ def _money(name: str, value: Any, quantum: Decimal, context: Context) -> Decimal
     if type(value) is not Decimal and (isinstance(value, bool) or not isinstance(value, int | str | Decimal)):
         raise TypeError(f"{name} must be a Decimal, not {type(value).__name__}")
     try:
-        quantised = Decimal(value).quantize(quantum, context=context)
+        if type(value) is not Decimal:
+            value = Decimal(value)
+        quantised = value.quantize(quantum, ROUND_HALF_EVEN, context)  # by position: keywords cost twice as much
         if quantised.is_finite():
             return quantised
     except InvalidOperation:
