@@ -419,11 +419,13 @@ class EventLog:
             first, last = seqs["min"].as_py(), seqs["max"].as_py()
             name = f"{self.writer_id}-{first:012d}-{last:012d}.parquet"
             for table, root in ((events, self.events_dir), (transcripts, self.transcripts_dir)):
-                for day in pc.unique(table["event_date"]).to_pylist():
+                days = pc.unique(table["event_date"]).to_pylist()
+                for day in days:
                     if day is None:
                         log.error("event log: %s has rows without event_date, not rolled", path.name)
                         continue
-                    part = table.filter(pc.equal(table["event_date"], pa.scalar(day, pa.date32())))
+                    # A segment mostly holds one day: then no filtered copy is needed.
+                    part = table if len(days) == 1 else table.filter(pc.equal(table["event_date"], day))
                     _write_parquet(part, root / f"event_date={day.isoformat()}" / name)
             if idempotency.num_rows:
                 _write_parquet(idempotency, self.idempotency_dir / name)
