@@ -48,15 +48,21 @@ windows as (
 
 -- Windows are whole UTC days, so a window's usage is its days in fct_daily_usage, less the events above the
 -- watermark the API counts live (int_events_above_watermark).
+day_bounds as (
+
+    select tenant_id, window_kind, cast(window_start as date) as first_day, cast(window_end as date) as end_day
+    from windows
+
+),
+
 counted as (
 
-    select tenant_id, api_key_id, end_user_id, cast(usage_date as timestamptz) as counted_at,
-        tokens, requests, embedding_tokens, credits
+    select tenant_id, api_key_id, end_user_id, usage_date, tokens, requests, embedding_tokens, credits
     from {{ ref('fct_daily_usage') }}
-    where usage_date >= (select cast(min(window_start) as date) from windows)
-        and usage_date < (select cast(max(window_end) as date) from windows)
+    where usage_date >= (select min(first_day) from day_bounds)
+        and usage_date < (select max(end_day) from day_bounds)
     union all
-    select tenant_id, api_key_id, end_user_id, occurred_at,
+    select tenant_id, api_key_id, end_user_id, usage_date,
         -metered_tokens, -metered_requests, -metered_embedding_tokens, -metered_credits
     from {{ ref('int_events_above_watermark') }}
 
@@ -65,8 +71,8 @@ counted as (
 in_windows as (
 
     select
-        windows.tenant_id,
-        windows.window_kind,
+        day_bounds.tenant_id,
+        day_bounds.window_kind,
         -- Calls naming no end user share one '' bucket, and widget calls (no API key) one '' key: as the API counts.
         coalesce(counted.end_user_id, '') as end_user_id,
         coalesce(counted.api_key_id, '') as api_key_id,
@@ -75,10 +81,10 @@ in_windows as (
         sum(counted.embedding_tokens) as embedding_tokens,
         sum(counted.credits) as credits
     from counted
-    join windows
-        on windows.tenant_id = counted.tenant_id
-        and counted.counted_at >= windows.window_start
-        and counted.counted_at < windows.window_end
+    join day_bounds
+        on day_bounds.tenant_id = counted.tenant_id
+        and counted.usage_date >= day_bounds.first_day
+        and counted.usage_date < day_bounds.end_day
     group by all
 
 ),
@@ -132,9 +138,16 @@ plan_limits as (
 
 keys as (
 
-    select tenant_id, scope, scope_id, meter, window_kind from usage
-    union
-    select tenant_id, 'tenant', tenant_id, meter, window_kind from plan_limits where scope = 'tenant'
+    -- Every usage row, and a tenant-scope row for each limit of the plan with no usage yet.
+    select tenant_id, scope, scope_id, meter, window_kind, used from usage
+    union all
+    select tenant_id, 'tenant', tenant_id, meter, window_kind, 0 from plan_limits
+    where scope = 'tenant'
+        and not exists (
+            select 1 from usage
+            where usage.tenant_id = plan_limits.tenant_id and usage.scope = 'tenant'
+                and usage.meter = plan_limits.meter and usage.window_kind = plan_limits.window_kind
+        )
 
 ),
 
@@ -148,15 +161,14 @@ final as (
         keys.window_kind as "window",
         windows.window_start,
         windows.window_end,
-        cast(coalesce(usage.used, 0) as decimal(38, 6)) as used,
+        cast(keys.used as decimal(38, 6)) as used,
         cast(plan_limits.hard as decimal(38, 6)) as "limit",
         cast(case when plan_limits.hard is not null
-            then greatest(plan_limits.hard - coalesce(usage.used, 0), 0) end as decimal(38, 6)) as remaining,
+            then greatest(plan_limits.hard - keys.used, 0) end as decimal(38, 6)) as remaining,
         -- The plan's allowance (alerts use it where the limit is soft: overage is billed past it).
         cast(plan_limits.included as decimal(38, 6)) as included
     from keys
     join windows using (tenant_id, window_kind)
-    left join usage using (tenant_id, scope, scope_id, meter, window_kind)
     left join plan_limits using (tenant_id, scope, meter, window_kind)
 
 )
