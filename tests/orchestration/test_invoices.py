@@ -2,6 +2,7 @@
 metadata store (Python from the rules in chatmeter/billing.py's docstring; no SQL reused)."""
 
 import json
+import os
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -12,6 +13,7 @@ from chatmeter.catalog import SHIPPED_CATALOG, load_catalog
 from chatmeter.settings import Settings
 from chatmeter.store import Store
 from chatmeter.windows import billing_month
+from orchestration.defs.invoices.documents import write_invoice
 from tests.orchestration.factories import AS_OF
 
 CENT = Decimal("0.01")
@@ -150,3 +152,26 @@ def test_invoice_contents(built):
     # Cost-plus bills provider cost times the margin.
     payg = docs[("2026-10", info["payg"])]
     assert any(line["kind"] == "overage" and line["unit_price"] == "1.5" for line in payg["lines"])
+
+
+def test_unchanged_invoice_documents_are_not_rewritten(tmp_path):
+    doc = {
+        "invoice_id": "inv_t_2026-11",
+        "tenant_id": "t",
+        "plan": "pro",
+        "period": "2026-11",
+        "period_start": "2026-11-01T00:00:00Z",
+        "period_end": "2026-12-01T00:00:00Z",
+        "currency": "USD",
+        "status": "draft",
+        "lines": [],
+        "subtotal": "9.99",
+        "credits_applied": "0.00",
+        "total": "9.99",
+    }
+    path = write_invoice(tmp_path, doc)
+    os.utime(path, ns=(1, 1))
+    write_invoice(tmp_path, doc)
+    assert path.stat().st_mtime_ns == 1  # the same bytes: left alone
+    write_invoice(tmp_path, {**doc, "total": "10.99"})
+    assert json.loads(path.read_text())["total"] == "10.99"

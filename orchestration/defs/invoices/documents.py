@@ -79,10 +79,21 @@ border-collapse:collapse}}td,th{{border-bottom:1px solid #ddd;padding:.4rem;text
 """
 
 
+def write_if_changed(path: Path, data: bytes) -> None:
+    """Atomically, unless the file already holds exactly this: every run renders every invoice, and most
+    (past months) do not change; an fsync'd rewrite of each costs seconds over thousands of tenants."""
+    try:
+        if path.read_bytes() == data:
+            return
+    except FileNotFoundError:
+        pass
+    write_atomic(path, data)
+
+
 def write_invoice(invoices_dir: Path, doc: dict, tenant_name: str | None = None) -> Path:
     folder = invoices_dir / doc["period"]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{doc['tenant_id']}.json"
-    write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode())
-    write_atomic(folder / f"{doc['tenant_id']}.html", render_html(doc, tenant_name).encode())
+    write_if_changed(path, (json.dumps(doc, indent=2) + "\n").encode())
+    write_if_changed(folder / f"{doc['tenant_id']}.html", render_html(doc, tenant_name).encode())
     return path
