@@ -33,7 +33,7 @@ import re
 import struct
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
@@ -86,6 +86,17 @@ def _money_column(type_: pa.Decimal128Type) -> tuple[Decimal, Context]:
 _EVENT_DECIMALS = tuple((f.name, *_money_column(f.type)) for f in EVENT_SCHEMA if pa.types.is_decimal(f.type))
 
 
+# One pending append: its record, the event (given its seq once durable), the caller's future, on_done.
+_Append = tuple[bytes, dict, asyncio.Future, "Callable[[int | None], None] | None"]
+
+
+def _call(on_done: Callable[[int | None], None], seq: int | None) -> None:
+    try:
+        on_done(seq)
+    except Exception:  # one caller's bookkeeping must not keep the rest of the batch from its answer
+        log.exception("event log: an on_done callback failed")
+
+
 class LogUnavailable(Exception):
     """The log cannot make records durable right now (disk full, read-only, closed): answer 503."""
 
@@ -130,7 +141,7 @@ class EventLog:
         self._seg_batches: list[tuple[int, int, bytes]] = []  # (first seq, count, JSON lines), for the roll
         self._dirty_len: int | None = None  # a failed batch could not be cut off: restore before writing
 
-        self._pending: list[tuple[bytes, dict, asyncio.Future]] = []
+        self._pending: list[_Append] = []
         self._in_flight: tuple[list[tuple[bytes, dict, asyncio.Future]], asyncio.Future] | None = None
         self._split_at = _NEVER
         self._wake: asyncio.Event | None = None
@@ -205,13 +216,20 @@ class EventLog:
 
     # --- appending ---
 
-    async def append(self, event: dict, transcripts: Sequence[dict] = (), idempotency: dict | None = None) -> int:
+    async def append(
+        self,
+        event: dict,
+        transcripts: Sequence[dict] = (),
+        idempotency: dict | None = None,
+        on_done: Callable[[int | None], None] | None = None,
+    ) -> int:
         """Make `event` (with its transcript rows and stored response) durable; return its seq.
 
         Sets writer_id, event_date and, once durable, seq on `event`; event_id and event_date on the
         transcript rows; quantises the money columns to their stored scale. Raises LogUnavailable when the
         batch could not be written (nothing of it counts), TypeError/ValueError for an event that cannot
-        be stored.
+        be stored. `on_done`, when given and the append did not raise at once, is called in the event loop
+        with the seq once durable, or with None when the batch failed, whether or not the caller still waits.
         """
         if self._closing or self._committer is None:
             raise LogUnavailable("the event log is not running")
@@ -243,7 +261,7 @@ class EventLog:
         if len(record) >= _MAX_LINES:
             raise ValueError(f"an event of {len(record)} bytes is too large for the event log")
         future = self._loop.create_future()
-        self._pending.append((record, event, future))
+        self._pending.append((record, event, future, on_done))
         if self._in_flight is None and len(self._pending) > self._split_at:
             # A batch resumed many callers at once and the disk is idle: write half of their next appends
             # now rather than after the whole burst, so that from then on one half is written while the
@@ -288,7 +306,9 @@ class EventLog:
                     log.exception("event log: a batch failed")
                 else:
                     log.error("event log: writing a batch of %d failed: %s", len(batch), exc)
-                for *_, future in batch:
+                for _, _, future, on_done in batch:
+                    if on_done is not None:
+                        _call(on_done, None)
                     if not future.done():
                         error = LogUnavailable(f"the usage log cannot be written: {exc}")
                         error.__cause__ = exc
@@ -298,8 +318,10 @@ class EventLog:
                 if self._pending:  # keep the disk busy while these callers resume
                     self._start_batch()
                 seq = first
-                for _, event, future in batch:
+                for _, event, future, on_done in batch:
                     event["seq"] = seq
+                    if on_done is not None:
+                        _call(on_done, seq)
                     try:
                         future.set_result(seq)
                     except asyncio.InvalidStateError:  # a cancelled caller: its event is written all the same
@@ -322,7 +344,7 @@ class EventLog:
                 os.close(self._fd)
                 self._fd = None
 
-    def _commit(self, batch: list[tuple[bytes, dict, asyncio.Future]]) -> int:
+    def _commit(self, batch: list[_Append]) -> int:
         """In the commit thread: write the batch as one record (seqs first, first+1, ...) with one write and
         one fsync; return first."""
         if self._dirty_len is not None:
@@ -330,7 +352,7 @@ class EventLog:
         if self._fd is None:
             self._open_segment()
         first, n = self._next_seq, len(batch)
-        records = [record for record, _, _ in batch]
+        records = [append[0] for append in batch]
         lines = b"\n".join(records)
         chunks = [(first, n, lines)] if len(lines) <= _MAX_LINES else list(_chunks(records, first))
         data = b"".join([_record(chunk_first, chunk) for chunk_first, _, chunk in chunks])

@@ -132,29 +132,24 @@ async def settle(
     transcripts: list[dict] = (),
     idempotency: dict | None = None,
 ) -> str:
-    """Make the event durable, then replace the hold with the actual usage. Returns the event id.
+    """Make the event durable, then replace the call's holds with its actual usage. Returns the event id.
 
-    Shielded: a client going away must not cancel a settle half-way (durable but uncounted).
+    The log takes that step itself, in one go, as soon as the event is durable (or drops the holds when it
+    could not be written), whether or not the caller still waits: a client going away can neither leave a
+    durable event uncounted nor let the counters dip below what was used.
     """
-    task = asyncio.ensure_future(_settle(rt, call, usage, status, error_code, transcripts, idempotency))
-    return await asyncio.shield(task)
-
-
-async def _settle(
-    rt: Runtime,
-    call: Call,
-    usage: Usage,
-    status: str,
-    error_code: str | None,
-    transcripts: list[dict],
-    idempotency: dict | None,
-) -> str:
-    try:
-        return await _record(
-            rt, call, status, usage, utcnow(), error_code=error_code, transcripts=transcripts, idempotency=idempotency
-        )
-    finally:
-        call.release(rt)
+    holds, call.holds = call.holds, []
+    return await _record(
+        rt,
+        call,
+        status,
+        usage,
+        utcnow(),
+        error_code=error_code,
+        transcripts=transcripts,
+        idempotency=idempotency,
+        holds=holds,
+    )
 
 
 def settle_later(rt: Runtime, call: Call, usage: Usage, **kwargs) -> None:
@@ -174,7 +169,9 @@ async def _record(
     error_code: str | None = None,
     transcripts: list[dict] = (),
     idempotency: dict | None = None,
+    holds: list[Hold] = (),
 ) -> str:
+    """Append the call's event; once durable, count it and drop `holds` in the same step."""
     metered = status != "rejected" and (usage.total_tokens or usage.embedding_tokens)
     credits = rt.catalog.credits.for_event(call.kind, call.model) if metered else Decimal(0)
     cost = provider_cost(rt.catalog, call.model, usage, rt.provider.name, at) if metered else Decimal(0)
@@ -208,9 +205,26 @@ async def _record(
     for row in transcripts:
         row["event_id"] = event_id
         row.setdefault("occurred_at", at)
+
+    def durable(seq: int | None) -> None:
+        if seq is not None:
+            if idempotency is not None:  # a retry from now on is answered from the log's stored response
+                rt.idempotency[(idempotency["tenant_id"], idempotency["key"])] = idempotency
+            if metered:
+                metrics.COUNTS.input_tokens += usage.input_tokens
+                metrics.COUNTS.output_tokens += usage.output_tokens
+            # The log rounds money to its columns' scale; count exactly what it holds.
+            amounts = quantities(call.kind, status, usage, event["credits"])
+            if amounts:
+                counted = contributions(call.subject, call.tenant.tenant.anchor_day, at, amounts)
+                rt.admission.record(rt.settings.writer_id, seq, counted)
+        for hold in holds:
+            rt.admission.release(hold)
+
     try:
-        seq = await rt.log.append(event, list(transcripts), idempotency)
+        await rt.log.append(event, list(transcripts), idempotency, durable)
     except LogUnavailable as exc:
+        durable(None)  # the log never took it (or has dropped the holds already: releasing twice is harmless)
         log.error("usage log unavailable: %s", exc)
         raise ApiError(
             503,
@@ -218,14 +232,7 @@ async def _record(
             code="log_unavailable",
             headers={"Retry-After": "5"},
         ) from None
-    if metered:
-        metrics.COUNTS.input_tokens += usage.input_tokens
-        metrics.COUNTS.output_tokens += usage.output_tokens
-    # The log rounds money to its columns' scale; count exactly what it holds.
-    amounts = quantities(call.kind, status, usage, event["credits"])
-    if amounts:
-        counted = contributions(call.subject, call.tenant.tenant.anchor_day, at, amounts)
-        # Replace the holds with the actual usage in one step, so the counters never dip.
-        call.release(rt)
-        rt.admission.record(rt.settings.writer_id, seq, counted)
+    except (TypeError, ValueError):
+        durable(None)
+        raise
     return event_id

@@ -281,8 +281,6 @@ async def chat_completions(body: ChatCompletionRequest, caller: CallerDep, rt: R
             transcripts=transcript_rows(call, messages, completion.content, 0),
             idempotency=idem,
         )
-        if idem:
-            rt.idempotency[idem_slot] = idem
         metrics.CHAT_LATENCY.observe(time.perf_counter() - call.started)
         return JSONResponse(payload, headers=headers)
     finally:
@@ -427,8 +425,6 @@ async def _stream(
         except ApiError as exc:
             yield _sse(exc.body())
             return
-        if idem:
-            rt.idempotency[idem_slot] = idem
         yield _sse({**base, "choices": [], "usage": usage_json(usage)})
         yield b"data: [DONE]\n\n"
     finally:

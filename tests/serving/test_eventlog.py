@@ -336,6 +336,29 @@ def test_a_cancelled_append_is_still_written(tmp_path):
     assert event["event_id"] in read_all(tmp_path / "events")["event_id"].to_pylist()
 
 
+def test_on_done_tells_a_cancelled_caller_s_seq_and_a_failed_batch(tmp_path, monkeypatch):
+    """Serving counts an event from on_done: it must run for a caller gone away, and say when nothing counts."""
+    done: list[tuple[str, int | None]] = []
+
+    async def body(log):
+        first = make_event()
+        task = asyncio.create_task(log.append(first, on_done=lambda seq: done.append(("first", seq))))
+        await asyncio.sleep(0)
+        task.cancel()
+        assert await log.append(make_event(), on_done=lambda seq: done.append(("second", seq))) == 2
+        assert done == [("first", 1), ("second", 2)] and first["seq"] == 1
+        monkeypatch.setattr(log, "_write", _enospc)
+        with pytest.raises(LogUnavailable):
+            await log.append(make_event(), on_done=lambda seq: done.append(("failed", seq)))
+        assert done[-1] == ("failed", None)
+        monkeypatch.undo()
+        with pytest.raises(ValueError):  # refused at once: on_done is never called
+            await log.append(make_event(occurred_at=None), on_done=lambda seq: done.append(("refused", seq)))
+        assert len(done) == 3
+
+    run_log(tmp_path, body, roll_bytes=1 << 30, roll_age_s=3600)
+
+
 # --- recovery ---
 
 
