@@ -7,7 +7,6 @@ the input alone does not fit, it is refused. Settling replaces the hold with the
 here runs synchronously on the event loop, so check-and-hold is atomic on one instance.
 """
 
-import heapq
 import itertools
 import logging
 import time
@@ -23,6 +22,7 @@ from chatmeter.windows import Window, billing_month, day_window
 log = logging.getLogger(__name__)
 
 Num = int | Decimal
+EXPIRY_SWEEP_S = 1.0
 # (tenant_id, scope, scope_id, meter, window, window_start as epoch seconds)
 CounterKey = tuple[str, str, str, str, str, int]
 
@@ -123,7 +123,7 @@ class Admission:
 
     def __post_init__(self):
         self._holds: dict[int, Hold] = {}
-        self._expiry: list[tuple[float, int]] = []
+        self._next_sweep = 0.0
         self._ids = itertools.count(1)
         # Per writer, the live events since the snapshot in force: (seq, *Counted), oldest first.
         self._retained: defaultdict[str, deque[tuple]] = defaultdict(deque)
@@ -172,7 +172,8 @@ class Admission:
     ) -> Hold | Refusal:
         """Hold what the call may use, clamping max_tokens to the token headroom; or refuse it."""
         now = self.clock()
-        if self._expiry and self._expiry[0][0] <= now:
+        if now >= self._next_sweep:  # open holds are few (one per call under way): a sweep a second is cheap
+            self._next_sweep = now + EXPIRY_SWEEP_S
             self.expire(now)
         chat = kind == "chat"
         effective = max_tokens
@@ -210,7 +211,6 @@ class Admission:
             held[key] += amount
         hold = Hold(next(self._ids), amounts, now + self.hold_ttl_s, effective, effective < max_tokens)
         self._holds[hold.hold_id] = hold
-        heapq.heappush(self._expiry, (hold.expires_at, hold.hold_id))
         return hold
 
     def release(self, hold: Hold) -> None:
@@ -225,16 +225,13 @@ class Admission:
                 del self.held[key]
 
     def expire(self, now: float | None = None) -> int:
+        """Release the holds past their expiry (a call that never settled); return how many."""
         now = self.clock() if now is None else now
-        expired = 0
-        while self._expiry and self._expiry[0][0] <= now:
-            _, hold_id = heapq.heappop(self._expiry)
-            hold = self._holds.get(hold_id)
-            if hold is not None:
-                log.warning("hold %s expired before it was settled", hold_id)
-                self.release(hold)
-                expired += 1
-        return expired
+        expired = [hold for hold in self._holds.values() if hold.expires_at <= now]
+        for hold in expired:
+            log.warning("hold %s expired before it was settled", hold.hold_id)
+            self.release(hold)
+        return len(expired)
 
     def open_holds(self) -> int:
         return len(self._holds)

@@ -23,15 +23,17 @@ class BodyLimit:
         self.app = app
         self.max_bytes = max_bytes
 
+    def too_large(self) -> ApiError:
+        return ApiError(413, f"request body over {self.max_bytes} bytes", code="request_too_large")
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        too_large = ApiError(413, f"request body over {self.max_bytes} bytes", code="request_too_large")
         if declared is not None:
             try:
                 if int(declared) > self.max_bytes:
-                    return await error_response(too_large)(scope, receive, send)
+                    return await error_response(self.too_large())(scope, receive, send)
             except ValueError:
                 return await error_response(ApiError(400, "bad Content-Length", code="bad_content_length"))(
                     scope, receive, send
@@ -46,7 +48,7 @@ class BodyLimit:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     # Raised inside the route's body read, so the app's error handler answers 413.
-                    raise StarletteHTTPException(413, too_large.message)
+                    raise StarletteHTTPException(413, self.too_large().message)
             return message
 
         await self.app(scope, limited_receive, send)
