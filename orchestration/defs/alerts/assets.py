@@ -68,10 +68,14 @@ def limit_alerts(config: AlertConfig, chatmeter: ChatmeterResource) -> dg.Materi
     settings = chatmeter.settings()
     with connect(settings) as con:
         # A hard limit, or else the plan's allowance: soft-limited plans are alerted as they near it too.
-        snapshot = con.sql(
-            'select * replace (coalesce("limit", included) as "limit") from limit_snapshot '
-            'where coalesce("limit", included) > 0'
-        ).to_arrow_table().to_pylist()
+        snapshot = (
+            con.sql(
+                'select * replace (coalesce("limit", included) as "limit") from limit_snapshot '
+                'where coalesce("limit", included) > 0'
+            )
+            .to_arrow_table()
+            .to_pylist()
+        )
         has_forecasts = con.execute(
             "select count(*) from information_schema.tables where table_name = 'usage_forecasts'"
         ).fetchall()[0][0]
