@@ -19,7 +19,7 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def _soak(api, seconds: float, concurrency: int) -> Counter:
+async def _soak(api, seconds: float, concurrency: int, rss: list[float]) -> Counter:
     admin = {"Authorization": f"Bearer {ADMIN}"}
     async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
         keys = [api.key]
@@ -46,13 +46,19 @@ async def _soak(api, seconds: float, concurrency: int) -> Counter:
                 except httpx.HTTPError as exc:
                     statuses[f"error:{type(exc).__name__}"] += 1
 
-        await asyncio.gather(*(worker(n) for n in range(concurrency)))
+        async def sample_rss() -> None:  # a leak keeps growing; warm-up (caches, arenas) levels off
+            while time.monotonic() < deadline:
+                await asyncio.sleep(seconds / 6)
+                rss.append(rss_mb(api.proc.pid))
+
+        await asyncio.gather(sample_rss(), *(worker(n) for n in range(concurrency)))
     return statuses
 
 
 def bench_soak(api, seconds: float, concurrency: int = 32) -> dict:
     start_rss = rss_mb(api.proc.pid)
-    statuses = asyncio.run(_soak(api, seconds, concurrency))
+    rss: list[float] = []
+    statuses = asyncio.run(_soak(api, seconds, concurrency, rss))
     errors = {str(s): n for s, n in statuses.items() if isinstance(s, str) or s >= 500}
     return {
         "soak.seconds": seconds,
@@ -63,4 +69,5 @@ def bench_soak(api, seconds: float, concurrency: int = 32) -> dict:
         "soak.error_kinds": errors,
         "soak.rss_start_mb": start_rss,
         "soak.rss_end_mb": rss_mb(api.proc.pid),
+        "soak.rss_samples_mb": rss,
     }
