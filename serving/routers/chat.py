@@ -205,8 +205,8 @@ _HEADER_DOCS = {
 }
 
 
-def optional_header(request: Request, name: str) -> str | None:
-    value = request.headers.get(name)
+def optional_header(http: Request, name: str) -> str | None:
+    value = http.headers.get(name)
     if value is not None and len(value) > CHAT_HEADERS[name]:
         raise ApiError(422, f"header {name}: at most {CHAT_HEADERS[name]} characters", code="invalid_request")
     return value
@@ -227,9 +227,9 @@ def optional_header(request: Request, name: str) -> str | None:
         ]
     },
 )
-async def chat_completions(body: ChatCompletionRequest, caller: CallerDep, rt: RuntimeDep, request: Request):
-    idempotency_key = optional_header(request, "Idempotency-Key")
-    conversation_id = optional_header(request, "x-conversation-id")
+async def chat_completions(body: ChatCompletionRequest, caller: CallerDep, rt: RuntimeDep, http: Request):
+    idempotency_key = optional_header(http, "Idempotency-Key")
+    conversation_id = optional_header(http, "x-conversation-id")
     request_hash = _request_hash(body) if idempotency_key else ""
     record = _replay(rt, caller.tenant.tenant.tenant_id, idempotency_key, request_hash)
     if record is not None:

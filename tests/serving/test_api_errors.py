@@ -108,6 +108,16 @@ def test_operator_catalog_can_price_a_model(tmp_path, settings, admin_headers):
         assert r.status_code == 200, r.text
 
 
+@pytest.mark.parametrize(("header", "limit"), [("Idempotency-Key", 255), ("x-conversation-id", 128)])
+def test_overlong_optional_headers_are_422(client, tenants, written, header, limit):
+    t = tenants.create("free")
+    r = client.post("/v1/chat/completions", json=chat_body(), headers={**t["headers"], header: "k" * (limit + 1)})
+    assert header in _envelope(r, 422, "invalid_request")["message"]
+    assert written() == 0
+    ok = client.post("/v1/chat/completions", json=chat_body(), headers={**t["headers"], header: "k" * limit})
+    assert ok.status_code == 200 and written() == 1
+
+
 def test_oversized_body_is_413(client, tenants, written, settings):
     t = tenants.create("free")
     huge = chat_body("x" * (settings.max_body_bytes + 10))
