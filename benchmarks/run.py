@@ -2,7 +2,7 @@
 repeated runs, ratios measured in the same run so a noisy machine does not mislead.
 
 Environment: BENCH_DURATION_S (wrk run, default 8), BENCH_REPEATS (3), BENCH_SOAK_S (180),
-BENCH_SKIP (comma-separated sections to skip: api, log, snapshot, soak, peer, pipeline)."""
+BENCH_SKIP (comma-separated sections to skip: log, inprocess, api, snapshot, soak, peer, pipeline)."""
 
 import json
 import os
@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.api import CONNECTIONS, DURATION_S, REPEATS, Api, bench_api
+from benchmarks.inprocess import bench_inprocess
 from benchmarks.log import bench_log
 from benchmarks.peer import bench_peer
 from benchmarks.snapshot import bench_snapshot
@@ -34,6 +35,8 @@ def main() -> None:
         work = Path(tmp)
         if "log" not in SKIP:
             results.update(bench_log(work, REPEATS))
+        if "inprocess" not in SKIP:  # where the API's CPU goes, without HTTP: metering's own cost per request
+            results.update(bench_inprocess(rounds=max(REPEATS, 5)))
         api = Api(work / "api-data")
         try:
             if "api" not in SKIP:
