@@ -1,38 +1,17 @@
 """From a limit snapshot written to the data dir to admission using it, in a running API."""
 
-import hashlib
-import json
+import random
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from chatmeter.schemas import SNAPSHOT_SCHEMA
+from chatmeter.settings import Settings
 from chatmeter.windows import billing_month
-
-
-def publish(snapshots_dir: Path, snapshot_id: str, rows: list[dict]) -> None:
-    name = f"limits_{snapshot_id}.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=SNAPSHOT_SCHEMA), snapshots_dir / name)
-    digest = hashlib.sha256((snapshots_dir / name).read_bytes()).hexdigest()
-    tmp = snapshots_dir / ".current.json.tmp"
-    tmp.write_text(
-        json.dumps(
-            {
-                "snapshot_id": snapshot_id,
-                "created_at": datetime.now(UTC).isoformat(),
-                "watermark": {},
-                "file": name,
-                "rows": len(rows),
-                "sha256": digest,
-            }
-        )
-    )
-    tmp.replace(snapshots_dir / "current.json")
+from orchestration.defs.snapshots.publish import publish_snapshot
 
 
 def bench_snapshot(api, repeats: int) -> dict:
@@ -43,25 +22,33 @@ def bench_snapshot(api, repeats: int) -> dict:
     window = billing_month(datetime.now(UTC), anchor)
     snapshots = api.data_dir / "snapshots"
     pickups = []
+    rng = random.Random(3)
     for r in range(repeats):
         used = 1_000_000 + r
-        publish(
+        # At a random point of the API's poll cycle: publishing right after it saw the last one would always
+        # wait a whole interval.
+        time.sleep(rng.uniform(0, Settings().reload_interval_s))
+        publish_snapshot(  # the pipeline's own publisher
             snapshots,
-            f"bench{r}",
-            [
-                {
-                    "tenant_id": tenant,
-                    "scope": "tenant",
-                    "scope_id": tenant,
-                    "meter": "tokens",
-                    "window": "month",
-                    "window_start": window.start,
-                    "window_end": window.end,
-                    "used": Decimal(used),
-                    "limit": None,
-                    "remaining": None,
-                }
-            ],
+            pa.Table.from_pylist(
+                [
+                    {
+                        "tenant_id": tenant,
+                        "scope": "tenant",
+                        "scope_id": tenant,
+                        "meter": "tokens",
+                        "window": "month",
+                        "window_start": window.start,
+                        "window_end": window.end,
+                        "used": Decimal(used),
+                        "limit": None,
+                        "remaining": None,
+                    }
+                ],
+                schema=SNAPSHOT_SCHEMA,
+            ),
+            {},
+            datetime.now(UTC),
         )
         written = time.perf_counter()
         while httpx.get(f"{api.url}/v1/usage", headers=headers).json()["monthlyUsage"] < used:

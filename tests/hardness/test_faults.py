@@ -6,17 +6,13 @@ delivered is metered.
 """
 
 import errno
-import hashlib
-import json
 import logging
 import os
 from contextlib import contextmanager
-from datetime import UTC, datetime
 
 import httpx
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
@@ -27,7 +23,7 @@ from serving.providers.base import ChatRequest
 from tests.conftest import Tenants, chat_body
 from tests.doubles import OPENAI_KEY, Behaviour
 from tests.hardness.conftest import meter, serve_in_thread, sse_events, wait_for
-from tests.serving.test_snapshots import month_row, publish
+from tests.serving.test_snapshots import month_row, publish, publish_table
 
 CHAT = "/v1/chat/completions"
 UPSTREAM_TIMEOUT_S = 0.5
@@ -226,23 +222,6 @@ def test_a_client_hanging_up_mid_stream_leaves_no_hold_and_records_an_error_even
 
 
 # --- limit snapshots that cannot be trusted (corrupt and half-written files: tests/serving/test_snapshots.py) ---
-
-
-def publish_table(snapshots_dir, snapshot_id: str, table: pa.Table, file: str | None = None) -> None:
-    """A snapshot whose manifest checks out (rows, checksum) for whatever table it names."""
-    name = f"limits_{snapshot_id}.parquet"
-    pq.write_table(table, snapshots_dir / name)
-    manifest = {
-        "snapshot_id": snapshot_id,
-        "created_at": datetime.now(UTC).isoformat(),
-        "watermark": {},
-        "file": file or name,
-        "rows": table.num_rows,
-        "sha256": hashlib.sha256((snapshots_dir / name).read_bytes()).hexdigest(),
-    }
-    tmp = snapshots_dir / ".current.json.tmp"
-    tmp.write_text(json.dumps(manifest))
-    tmp.replace(snapshots_dir / "current.json")
 
 
 def _untrustworthy(tenant_id: str, anchor: int) -> dict[str, pa.Table | str]:

@@ -15,27 +15,34 @@ from chatmeter.windows import billing_month, day_window
 from tests.conftest import chat_body, wait_for
 
 
-def publish(snapshots_dir: Path, snapshot_id: str, watermark: dict[str, int], rows: list[dict]) -> None:
-    """What the pipeline does: the Parquet file, then the manifest swapped in atomically."""
+def publish_table(
+    snapshots_dir: Path,
+    snapshot_id: str,
+    table: pa.Table,
+    watermark: dict[str, int] | None = None,
+    file: str | None = None,
+) -> None:
+    """The format the API reads, written from the reader's side (not by the pipeline's code, so a change to
+    either shows): the Parquet file, then a manifest that checks out (rows, checksum) swapped in atomically.
+    `file` makes the manifest name another file."""
     snapshots_dir.mkdir(parents=True, exist_ok=True)
     name = f"limits_{snapshot_id}.parquet"
-    table = pa.Table.from_pylist(rows, schema=SNAPSHOT_SCHEMA)
     pq.write_table(table, snapshots_dir / name)
-    digest = hashlib.sha256((snapshots_dir / name).read_bytes()).hexdigest()
+    manifest = {
+        "snapshot_id": snapshot_id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "watermark": watermark or {},
+        "file": file or name,
+        "rows": table.num_rows,
+        "sha256": hashlib.sha256((snapshots_dir / name).read_bytes()).hexdigest(),
+    }
     tmp = snapshots_dir / ".current.json.tmp"
-    tmp.write_text(
-        json.dumps(
-            {
-                "snapshot_id": snapshot_id,
-                "created_at": datetime.now(UTC).isoformat(),
-                "watermark": watermark,
-                "file": name,
-                "rows": len(rows),
-                "sha256": digest,
-            }
-        )
-    )
+    tmp.write_text(json.dumps(manifest))
     tmp.replace(snapshots_dir / "current.json")
+
+
+def publish(snapshots_dir: Path, snapshot_id: str, watermark: dict[str, int], rows: list[dict]) -> None:
+    publish_table(snapshots_dir, snapshot_id, pa.Table.from_pylist(rows, schema=SNAPSHOT_SCHEMA), watermark)
 
 
 def month_row(tenant_id: str, anchor_day: int, used: int, meter: str = "tokens") -> dict:
