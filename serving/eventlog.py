@@ -142,7 +142,7 @@ class EventLog:
         self._dirty_len: int | None = None  # a failed batch could not be cut off: restore before writing
 
         self._pending: list[_Append] = []
-        self._in_flight: tuple[list[tuple[bytes, dict, asyncio.Future]], asyncio.Future] | None = None
+        self._in_flight: tuple[list[_Append], asyncio.Future] | None = None  # a batch and its commit
         self._split_at = _NEVER
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
