@@ -175,3 +175,89 @@ def test_unchanged_invoice_documents_are_not_rewritten(tmp_path):
     assert path.stat().st_mtime_ns == 1  # the same bytes: left alone
     write_invoice(tmp_path, {**doc, "total": "10.99"})
     assert json.loads(path.read_text())["total"] == "10.99"
+
+
+def file_states(settings: Settings) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(settings.invoices_dir)): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in settings.invoices_dir.glob("*/*.*")
+    }
+
+
+def test_invoice_documents_rewrite_only_what_changed(built_copy, monkeypatch):
+    """A run over unchanged invoices renders and writes nothing; one changed invoice row, tenant name or file is
+    rewritten alone; invoice states follow the rows."""
+    import dagster as dg
+    import duckdb
+    from sqlalchemy import select
+
+    from chatmeter import store as st
+    from orchestration.defs.invoices import assets
+    from orchestration.defs.invoices.assets import invoice_documents
+    from tests.orchestration.helpers import asset_metadata, resources
+
+    settings, info = built_copy
+    res = resources(settings)
+    rendered = []
+    render = assets.invoice_document
+    monkeypatch.setattr(
+        assets, "invoice_document", lambda i, lines: rendered.append(i["invoice_id"]) or render(i, lines)
+    )
+
+    def run() -> dict:
+        result = dg.materialize([invoice_documents], resources=res)
+        assert result.success
+        return asset_metadata(result, "invoice_documents")
+
+    first = run()
+    before = file_states(settings)
+    docs_before = {name: (settings.invoices_dir / name).read_bytes() for name in before}
+    assert len(before) == 16
+    rendered.clear()
+    again = run()
+    assert file_states(settings) == before and rendered == []
+    assert again == first and again["states_changed"] == 0
+
+    # A draft's total moves in the warehouse: its JSON and HTML are rewritten, its state updated, nothing else.
+    draft = f"2026-11/{info['pro']}"
+    con = duckdb.connect(str(settings.warehouse_path))
+    con.execute("update invoices set total = total + 1 where invoice_id = ?", [f"inv_{info['pro']}_2026-11"])
+    con.close()
+    meta = run()
+    after = file_states(settings)
+    assert {n for n in before if after[n] != before[n]} == {f"{draft}.json", f"{draft}.html"}
+    assert rendered == [f"inv_{info['pro']}_2026-11"]
+    doc = json.loads((settings.invoices_dir / f"{draft}.json").read_text())
+    assert Decimal(doc["total"]) == Decimal(json.loads(docs_before[f"{draft}.json"])["total"]) + 1
+    assert meta["states_changed"] == 1
+    store = Store(settings.metadata_url)
+    with store.engine.connect() as c:
+        state = c.execute(select(st.invoice_states).where(st.invoice_states.c.invoice_id == doc["invoice_id"])).one()
+    assert state.total == Decimal(doc["total"]) and state.status == "draft"
+
+    # A tenant renamed: only its HTML renderings change (the JSON holds no name).
+    before = after
+    store.update_tenant(info["team"], name="Team & Sons")
+    store.engine.dispose()
+    run()
+    after = file_states(settings)
+    changed = {n for n in before if after[n] != before[n]}
+    assert changed == {n for n in before if n.endswith(f"{info['team']}.html")} and changed
+    assert "Team &amp; Sons" in (settings.invoices_dir / sorted(changed)[0]).read_text()
+
+    # A file damaged or deleted outside the pipeline is put back as it was.
+    before = after
+    damaged = settings.invoices_dir / f"2026-10/{info['payg']}.json"
+    good = damaged.read_bytes()
+    damaged.write_text("{}")
+    (settings.invoices_dir / f"2026-10/{info['payg']}.html").unlink()
+    run()
+    assert damaged.read_bytes() == good
+    assert (settings.invoices_dir / f"2026-10/{info['payg']}.html").exists()
+
+    # Without its record of what was written, the pipeline compares every document with the disk: no rewrite.
+    before = file_states(settings)
+    (settings.data_dir / "pipeline" / "invoice_documents.json").unlink()
+    run()
+    assert file_states(settings) == before
+    assert not list(settings.invoices_dir.rglob(".*"))  # no temp file left behind

@@ -7,6 +7,8 @@ events with seq above the watermark of their writer.
 import hashlib
 import json
 import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -27,15 +29,44 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """temp file in the same folder + fsync + os.replace: readers see the old file or the new, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+def _temp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _write_temp(path: Path, data: bytes) -> os.stat_result:
+    with open(_temp(path), "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+        return os.fstat(f.fileno())
+
+
+def write_atomic_many(files: Iterable[tuple[Path, bytes]], threads: int = 8) -> list[os.stat_result]:
+    """Each file as write_atomic writes one, but each folder fsync'd once at the end rather than once per
+    file, and the files' fsyncs on a few threads (the disk takes them together: about half the time per
+    file). Returns each file's stat, for a caller to check the file against later."""
+    files = list(files)
+    try:
+        if len(files) <= 1:
+            stats = [_write_temp(path, data) for path, data in files]
+        else:
+            with ThreadPoolExecutor(min(threads, len(files))) as pool:
+                stats = list(pool.map(lambda file: _write_temp(*file), files))
+    except BaseException:
+        for path, _ in files:
+            _temp(path).unlink(missing_ok=True)
+        raise
+    for path, _ in files:
+        os.replace(_temp(path), path)
+    for folder in {path.parent for path, _ in files}:
+        _fsync_dir(folder)
+    # A rename keeps a file's inode, size and mtime: the temp file's stat is the final file's.
+    return stats
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """temp file in the same folder + fsync + os.replace: readers see the old file or the new, never half."""
+    write_atomic_many([(path, data)])
 
 
 def snapshot_id_at(created_at: datetime) -> str:
