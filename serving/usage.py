@@ -42,6 +42,10 @@ def usage_state(admission: Admission, ctx: TenantContext, subject: Subject, now:
         for meter in METERS:
             for window_kind, window in windows.items():
                 limit = limits.get((meter, window_kind, scope))
+                if limit is None and scope == "end_user":
+                    # The snapshot counts end users only where a plan limits them: elsewhere it would show
+                    # live usage since the last snapshot only.
+                    continue
                 key = counter_key(subject, scope, meter, window)
                 used = admission.used(key)
                 if limit is None and not used:

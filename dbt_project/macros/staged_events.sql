@@ -100,3 +100,48 @@
     )
 
 {% endmacro %}
+
+{#- The log files int_log_seq_ranges saw for the days matching `where` (a condition on usage_date), as the
+    `files` relation staged_events reads, each with whether it may hold copies of events. -#}
+
+{% macro log_files(where) %}
+
+    file_seqs as (
+
+        select
+            usage_date,
+            writer_id,
+            file,
+            min(seq_from) as seq_from,
+            max(seq_to) as seq_to,
+            sum(events) as events,
+            sum(seq_to - seq_from + 1) as seqs
+        from {{ ref('int_log_seq_ranges') }}
+        where {{ where }}
+        group by all
+
+    ),
+
+    files as (
+
+        -- A copy of an event has its writer, seq and day: it can only be in a file holding a seq twice, or
+        -- whose seqs overlap another file's of the same writer and day (files sorted by first seq).
+        select file, bool_or(copies_possible) as copies_possible
+        from (
+            select
+                file,
+                events > seqs
+                or coalesce(seq_from <= max(seq_to) over (
+                    partition by usage_date, writer_id order by seq_from, file
+                    rows between unbounded preceding and 1 preceding
+                ), false)
+                or coalesce(lead(seq_from) over (
+                    partition by usage_date, writer_id order by seq_from, file
+                ) <= seq_to, false) as copies_possible
+            from file_seqs
+        )
+        group by file
+
+    )
+
+{% endmacro %}

@@ -32,3 +32,18 @@
         else {{ month_index(ts) }}
     end)
 {%- endmacro %}
+
+{% macro as_of_day() -%}
+    {#- The UTC day of the run's as_of, as a Python date: for conditions on the log's partitions, which must be
+        literals for DuckDB to skip the other days' files. -#}
+    {%- set at = run_var('as_of') -%}
+    {%- if at -%}
+        {%- set instant = modules.datetime.datetime.fromisoformat(at) -%}
+        {%- if instant.tzinfo -%}
+            {%- set instant = instant.astimezone(modules.pytz.utc) -%}
+        {%- endif -%}
+    {%- else -%}
+        {%- set instant = modules.datetime.datetime.utcnow() -%}
+    {%- endif -%}
+    {{- return(instant.date()) -}}
+{%- endmacro %}

@@ -221,3 +221,16 @@ def test_metrics_and_health(client, tenants):
     name = 'chatmeter_tokens_metered_total{direction="input"}'
     assert _metric(text, name) >= _metric(before, name) + usage["prompt_tokens"]
     assert _metric(text, "chatmeter_log_events_written") >= 2
+
+
+def test_usage_details_end_users_only_where_the_plan_limits_them(client, tenants):
+    # The snapshot counts end users only for what a plan limits per end user (team: tokens per day), so the
+    # detail shows nothing else for them: it would be live usage since the last snapshot only.
+    for plan, expected in (("pro", set()), ("team", {("tokens", "day")})):
+        t = tenants.create(plan)
+        body = {**chat_body(max_tokens=20), "user": "alice"}
+        assert client.post("/v1/chat/completions", json=body, headers=t["headers"]).status_code == 200
+        state = client.get("/v1/usage", params={"user": "alice"}, headers=t["headers"]).json()
+        end_user = {(d["meter"], d["window"]) for d in state["meters"] if d["scope"] == "end_user"}
+        assert end_user == expected, plan
+        assert {d["scope"] for d in state["meters"]} >= {"tenant", "key"}

@@ -14,43 +14,7 @@
 
 with
 
-file_seqs as (
-
-    select
-        usage_date,
-        writer_id,
-        file,
-        min(seq_from) as seq_from,
-        max(seq_to) as seq_to,
-        sum(events) as events,
-        sum(seq_to - seq_from + 1) as seqs
-    from {{ ref('int_log_seq_ranges') }}
-    where {{ log_window('usage_date') }}
-    group by all
-
-),
-
-files as (
-
-    -- A copy of an event has its writer, seq and day: it can only be in a file holding a seq twice, or
-    -- whose seqs overlap another file's of the same writer and day (files sorted by first seq).
-    select file, bool_or(copies_possible) as copies_possible
-    from (
-        select
-            file,
-            events > seqs
-            or coalesce(seq_from <= max(seq_to) over (
-                partition by usage_date, writer_id order by seq_from, file
-                rows between unbounded preceding and 1 preceding
-            ), false)
-            or coalesce(lead(seq_from) over (
-                partition by usage_date, writer_id order by seq_from, file
-            ) <= seq_to, false) as copies_possible
-        from file_seqs
-    )
-    group by file
-
-),
+{{ log_files(log_window('usage_date')) }},
 
 -- event_date is the writer's partition day (the UTC day of occurred_at); a day of slack each side.
 {{ staged_events(source('log', 'events'), where=log_window('event_date', 1), files='files') }},
@@ -66,7 +30,6 @@ daily as (
     select
         usage_date,
         tenant_id,
-        end_user_id,
         api_key_id,
         provider,
         model,
@@ -91,11 +54,10 @@ daily as (
 final as (
 
     select
-        md5(concat_ws('|', usage_date, tenant_id, coalesce(end_user_id, '~'), coalesce(api_key_id, '~'),
-                      coalesce(provider, '~'), coalesce(model, '~'))) as daily_usage_id,
+        md5(concat_ws('|', usage_date, tenant_id, coalesce(api_key_id, '~'), coalesce(provider, '~'),
+                      coalesce(model, '~'))) as daily_usage_id,
         usage_date,
         tenant_id,
-        end_user_id,
         api_key_id,
         provider,
         model,

@@ -1,6 +1,7 @@
 -- Usage in the current windows (as of the run) per tenant, end user and key, per meter and window, with the
 -- hard limit of the tenant's current plan. Counts only events up to the watermark (snapshot_watermarks).
 
+
 with
 
 as_of as (
@@ -46,8 +47,8 @@ windows as (
 
 ),
 
--- Windows are whole UTC days, so a window's usage is its days in fct_daily_usage, less the events above the
--- watermark the API counts live (int_events_above_watermark).
+-- Windows are whole UTC days, so a window's usage is its days in fct_daily_usage (per key), less the events
+-- above the watermark the API counts live (int_events_above_watermark).
 day_bounds as (
 
     select tenant_id, window_kind, cast(window_start as date) as first_day, cast(window_end as date) as end_day
@@ -57,12 +58,12 @@ day_bounds as (
 
 counted as (
 
-    select tenant_id, api_key_id, end_user_id, usage_date, tokens, requests, embedding_tokens, credits
+    select tenant_id, api_key_id, usage_date, tokens, requests, embedding_tokens, credits
     from {{ ref('fct_daily_usage') }}
     where usage_date >= (select min(first_day) from day_bounds)
         and usage_date < (select max(end_day) from day_bounds)
     union all
-    select tenant_id, api_key_id, end_user_id, usage_date,
+    select tenant_id, api_key_id, usage_date,
         -metered_tokens, -metered_requests, -metered_embedding_tokens, -metered_credits
     from {{ ref('int_events_above_watermark') }}
 
@@ -73,8 +74,7 @@ in_windows as (
     select
         day_bounds.tenant_id,
         day_bounds.window_kind,
-        -- Calls naming no end user share one '' bucket, and widget calls (no API key) one '' key: as the API counts.
-        coalesce(counted.end_user_id, '') as end_user_id,
+        -- Widget calls (no API key) share one '' key, as the API counts them.
         coalesce(counted.api_key_id, '') as api_key_id,
         sum(counted.tokens) as tokens,
         sum(counted.requests) as requests,
@@ -89,19 +89,61 @@ in_windows as (
 
 ),
 
+-- End users: only for the meters and windows a plan of the catalog in force limits per end user, the only
+-- end-user counts the API consults (int_end_user_daily_usage holds the days they need).
+end_user_limits as (
+
+    select distinct meter, window_kind
+    from {{ ref('stg_catalog_limits') }}
+    where scope = 'end_user' and catalog_version_id in (select catalog_version_id from tenants)
+
+),
+
+end_user_counted as (
+
+    select tenant_id, end_user_id, usage_date, tokens, requests, embedding_tokens, credits
+    from {{ ref('int_end_user_daily_usage') }}
+    union all
+    select tenant_id, end_user_id, usage_date,
+        -metered_tokens, -metered_requests, -metered_embedding_tokens, -metered_credits
+    from {{ ref('int_events_above_watermark') }}
+
+),
+
+end_user_windows as (
+
+    select
+        day_bounds.tenant_id,
+        day_bounds.window_kind,
+        -- Calls naming no end user share one '' bucket, as the API counts them.
+        coalesce(end_user_counted.end_user_id, '') as end_user_id,
+        sum(end_user_counted.tokens) as tokens,
+        sum(end_user_counted.requests) as requests,
+        sum(end_user_counted.embedding_tokens) as embedding_tokens,
+        sum(end_user_counted.credits) as credits
+    from end_user_counted
+    join day_bounds
+        on day_bounds.tenant_id = end_user_counted.tenant_id
+        and end_user_counted.usage_date >= day_bounds.first_day
+        and end_user_counted.usage_date < day_bounds.end_day
+    where day_bounds.window_kind in (select window_kind from end_user_limits)
+    group by all
+
+),
+
 scoped as (
 
-    select tenant_id, window_kind, scope, scope_id,
+    select tenant_id, window_kind, 'tenant' as scope, tenant_id as scope_id,
         sum(tokens) as tokens, sum(requests) as requests, sum(embedding_tokens) as embedding_tokens,
         sum(credits) as credits
-    from (
-        select *, 'tenant' as scope, tenant_id as scope_id from in_windows
-        union all
-        select *, 'end_user', end_user_id from in_windows
-        union all
-        select *, 'key', api_key_id from in_windows
-    )
-    group by tenant_id, window_kind, scope, scope_id
+    from in_windows
+    group by tenant_id, window_kind
+    union all
+    select tenant_id, window_kind, 'key', api_key_id, tokens, requests, embedding_tokens, credits
+    from in_windows
+    union all
+    select tenant_id, window_kind, 'end_user', end_user_id, tokens, requests, embedding_tokens, credits
+    from end_user_windows
 
 ),
 
@@ -119,9 +161,13 @@ usage as (
         )
         on tokens, requests, embedding_tokens, credits
         into name meter value used
-    )
+    ) as unpivoted
     -- Meters are never negative: a sum of zero means no usage (no row), as for an event metering nothing.
     where used > 0
+        and (scope <> 'end_user' or exists (
+            select 1 from end_user_limits as limited
+            where limited.meter = unpivoted.meter and limited.window_kind = unpivoted.window_kind
+        ))
 
 ),
 

@@ -1,0 +1,47 @@
+-- Usage per tenant, end user and UTC day, for the days limit_snapshot's end-user counts need: today, or from a
+-- month back when a plan limits end users per month (billing months are at most 31 days). fct_daily_usage
+-- has no end users (they would multiply its rows by theirs); this reads the log files it read for those days,
+-- so both count the same events.
+-- depends_on: {{ ref('stg_catalog_limits') }}
+
+{%- set today = as_of_day() %}
+{%- set first_day = today %}
+{%- if execute %}
+    {%- set monthly = run_query(
+        "select count(*) from " ~ ref('stg_catalog_limits') ~ " where scope = 'end_user' and window_kind = 'month'"
+    ) %}
+    {%- if monthly.rows[0][0] > 0 %}
+        {%- set first_day = today - modules.datetime.timedelta(days=31) %}
+    {%- endif %}
+{%- endif %}
+{%- set days = "between cast('" ~ first_day ~ "' as date) and cast('" ~ today ~ "' as date)" %}
+
+with
+
+{{ log_files('usage_date ' ~ days) }},
+
+-- event_date is the writer's partition day (the UTC day of occurred_at); a day of slack each side. Literal
+-- dates, so that DuckDB skips the other days' files.
+{{ staged_events(
+    source('log', 'events'),
+    where="event_date between cast('" ~ first_day ~ "' as date) - 1 and cast('" ~ today ~ "' as date) + 1",
+    files='files',
+) }},
+
+final as (
+
+    select
+        usage_date,
+        tenant_id,
+        end_user_id,
+        cast(sum(metered_tokens) as bigint) as tokens,
+        cast(sum(metered_requests) as bigint) as requests,
+        cast(sum(metered_embedding_tokens) as bigint) as embedding_tokens,
+        cast(sum(metered_credits) as decimal(38, 6)) as credits
+    from renamed
+    where usage_date {{ days }}
+    group by all
+
+)
+
+select * from final
