@@ -1,12 +1,16 @@
+import hashlib
 import json
 import threading
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
+import duckdb
 
 from chatmeter.store import Store
-from orchestration.defs.alerts.assets import limit_alerts
-from orchestration.defs.alerts.delivery import crossed, deliver, sign, verify
+from orchestration.defs.alerts.assets import limit_alerts, pending_alerts
+from orchestration.defs.alerts.delivery import deliver, sign, verify
 from tests.orchestration.helpers import asset_metadata, resources
 
 
@@ -48,14 +52,49 @@ class Receiver:
         self.server.server_close()
 
 
-def test_thresholds_crossed():
-    from decimal import Decimal
+def snapshot_table(con, rows: list[tuple]) -> None:
+    """A limit_snapshot table holding (tenant, scope_id, window_start, used, limit, included) rows."""
+    con.execute(
+        "create table limit_snapshot (tenant_id varchar, scope varchar, scope_id varchar, meter varchar, "
+        '"window" varchar, window_start timestamptz, window_end timestamptz, used decimal(38, 6), '
+        '"limit" decimal(38, 6), remaining decimal(38, 6), included decimal(38, 6))'
+    )
+    for tenant, scope_id, start, used, limit, included in rows:
+        con.execute(
+            "insert into limit_snapshot values (?, 'end_user', ?, 'tokens', 'day', ?, ?, ?, ?, null, ?)",
+            [tenant, scope_id, start, start + timedelta(days=1), used, limit, included],
+        )
 
-    assert crossed(Decimal(74), Decimal(100)) == []
-    assert crossed(Decimal(75), Decimal(100)) == [75]
-    assert crossed(Decimal("99.99"), Decimal(100)) == [75, 90]
-    assert crossed(Decimal(150), Decimal(100)) == [75, 90, 100]
-    assert crossed(Decimal(5), None) == []
+
+def test_thresholds_crossed_and_alert_ids():
+    """Thresholds reached at 75/90/100 % of the hard limit, else the allowance; each alert's id is the first 32 hex
+    digits of sha256 over its window (start in ISO 8601) and kind, as records written before hold it."""
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    day = datetime(2026, 11, 20, tzinfo=UTC)
+    odd = datetime(2026, 11, 20, 3, 4, 5, 120, tzinfo=UTC)  # a start with microseconds: isoformat shows them
+    d = Decimal
+    snapshot_table(
+        con,
+        [
+            ("t", "a", day, d(74), d(100), d(100)),
+            ("t", "b", day, d(75), d(100), d(100)),
+            ("t", "c", day, d("99.99"), d(100), d(100)),
+            ("t", "d", odd, d(150), d(100), d(50)),
+            ("t", "e", day, d(5), None, None),
+            ("t", "f", day, d(90), None, d(100)),  # no hard limit: alerted against the allowance
+            ("t", "g", day, d(5), d(0), d(0)),
+        ],
+    )
+    thresholds, overruns = pending_alerts(con)
+    assert overruns is None  # no forecasts yet
+    got = {(r["scope_id"], r["threshold_percent"]): r["alert_id"] for r in thresholds.to_pylist()}
+    assert sorted(got) == [("b", 75), ("c", 75), ("c", 90), ("d", 75), ("d", 90), ("d", 100), ("f", 75), ("f", 90)]
+    for (scope_id, percent), alert_id in got.items():
+        start = (odd if scope_id == "d" else day).isoformat()
+        raw = f"t|end_user|{scope_id}|tokens|day|{start}|threshold_{percent}"
+        assert alert_id == hashlib.sha256(raw.encode()).hexdigest()[:32]
+    con.close()
 
 
 def test_signature_round_trip():

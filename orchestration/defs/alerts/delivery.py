@@ -1,4 +1,5 @@
-"""Limit alerts: which thresholds a snapshot row has crossed, signing, delivery with retries, the record.
+"""Limit alerts: signing, delivery with retries, the record (which thresholds a window has crossed is SQL, in
+assets.py).
 
 Webhook requests carry `X-Chatmeter-Timestamp` (Unix seconds) and `X-Chatmeter-Signature: v1=<hex>`, the
 HMAC-SHA256 of `<timestamp>.<body>` under the tenant's webhook secret; receivers should refuse timestamps
@@ -11,25 +12,12 @@ import json
 import os
 import time
 from collections.abc import Callable
-from decimal import Decimal
 from pathlib import Path
 
 import httpx
 
+# Percent of a limit at which a window is alerted, once each.
 THRESHOLDS = (75, 90, 100)
-
-
-def crossed(used: Decimal, limit: Decimal | None) -> list[int]:
-    """The thresholds (percent of the limit) that `used` has reached."""
-    if limit is None or limit <= 0:
-        return []
-    return [t for t in THRESHOLDS if used * 100 >= limit * t]
-
-
-def alert_key(tenant_id: str, scope: str, scope_id: str, meter: str, window: str, window_start: str, kind: str) -> str:
-    """One alert per threshold (or projected overrun) per window: its identity."""
-    raw = "|".join([tenant_id, scope, scope_id, meter, window, window_start, kind])
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
