@@ -13,7 +13,9 @@ ranges as (
 
 logged as (
 
-    select usage_date, count(distinct event_id) as events
+    -- Distinct 64-bit hashes: a third of the cost of distinct strings. Two ids sharing a hash can only make
+    -- the test fail (at 10 million events a day, about once in a thousand years), never pass on a copy.
+    select usage_date, count(distinct hash(event_id)) as events
     from (
         select {{ utc_date('log.occurred_at') }} as usage_date, log.event_id
         from {{ source('log', 'events') }} as log
