@@ -50,13 +50,12 @@ select {_OVERRUN_ID} as alert_id, * from usage_forecasts where will_exceed
 """
 
 
-def pending_alerts(con) -> tuple[pa.Table, pa.Table]:
+def pending_alerts(con) -> tuple[pa.Table, pa.Table | None]:
     """Every alert the current windows call for, with its alert_id: thresholds crossed, and projected monthly
     overruns (when the forecasts exist)."""
     thresholds = con.sql(THRESHOLD_ALERTS, params=[list(THRESHOLDS)]).to_arrow_table()
-    has_forecasts = con.execute("select count(*) from duckdb_tables() where table_name = 'usage_forecasts'").fetchall()[
-        0
-    ][0]
+    found = con.execute("select count(*) from duckdb_tables() where table_name = 'usage_forecasts'").fetchall()
+    has_forecasts = found[0][0] > 0
     overruns = con.sql(OVERRUN_ALERTS).to_arrow_table() if has_forecasts else None
     return thresholds, overruns
 
