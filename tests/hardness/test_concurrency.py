@@ -146,9 +146,12 @@ def test_64_concurrent_clients_never_pass_a_limit_and_everything_reconciles(tmp_
             assert entry["used"] <= hard, f"{meter_name}/{window}/{scope} {user}: {entry['used']} > {hard}"
             assert entry["limit"] == hard and entry["reserved"] == 0
             assert entry["used"] == expected, f"{meter_name}/{window}/{scope} {user}"
-    for user in users:  # every user's own counter, limited or not, is what that user was told
-        window = "day" if plan == "team" else "month"
-        assert meter(states[user], "tokens", window, "end_user")["used"] == out.told[user]
+    for user in users:  # a user's own counter shows only where the plan limits end users (the snapshot counts
+        # them only there), and then it is what that user was told
+        shown = {(d["meter"], d["window"]) for d in states[user]["meters"] if d["scope"] == "end_user"}
+        assert shown == {(m, w) for m, w, scope in scenario.limits if scope == "end_user"}
+        for meter_name, window in shown:
+            assert meter(states[user], meter_name, window, "end_user")["used"] == out.told[user]
 
     events = {e["event_id"]: e for e in server.events().to_pylist() if e["tenant_id"] == tenant["tenant_id"]}
     by_status = Counter(e["status"] for e in events.values())
