@@ -54,22 +54,48 @@ def test_fast_path_equals_genai_prices_to_the_digit():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    models = [("gpt-4o-mini", None), ("gpt-4o", None), ("claude-sonnet-4-5", "anthropic"), ("o3-mini", None),
-              ("claude-3-5-haiku-latest", None), ("gemini-2.5-pro", None)]
+    models = [
+        ("gpt-4o-mini", None),
+        ("gpt-4o", None),
+        ("claude-sonnet-4-5", "anthropic"),
+        ("o3-mini", None),
+        ("claude-3-5-haiku-latest", None),
+        ("gemini-2.5-pro", None),
+    ]
 
     @settings(max_examples=200, deadline=None)
-    @given(st.sampled_from(models), st.integers(0, 400_000), st.integers(0, 100), st.integers(0, 100),
-           st.integers(0, 50_000))
+    @given(
+        st.sampled_from(models),
+        st.integers(0, 400_000),
+        st.integers(0, 100),
+        st.integers(0, 100),
+        st.integers(0, 50_000),
+    )
     def check(model_provider, input_tokens, cached_pct, written_pct, output_tokens):
         model, provider = model_provider
         cached = input_tokens * cached_pct // 100
         written = (input_tokens - cached) * written_pct // 100 if provider == "anthropic" else 0
-        usage = Usage(input_tokens=input_tokens, cached_input_tokens=cached, cache_write_tokens=written,
-                      output_tokens=output_tokens)
+        usage = Usage(
+            input_tokens=input_tokens,
+            cached_input_tokens=cached,
+            cache_write_tokens=written,
+            output_tokens=output_tokens,
+        )
         ours = provider_cost(CATALOG, model, usage, provider)
-        theirs = calc_price(PriceUsage(input_tokens=input_tokens, cache_read_tokens=cached,
-                                       cache_write_tokens=written, output_tokens=output_tokens),
-                            model, provider_id=provider).total_price if input_tokens or output_tokens else 0
+        theirs = (
+            calc_price(
+                PriceUsage(
+                    input_tokens=input_tokens,
+                    cache_read_tokens=cached,
+                    cache_write_tokens=written,
+                    output_tokens=output_tokens,
+                ),
+                model,
+                provider_id=provider,
+            ).total_price
+            if input_tokens or output_tokens
+            else 0
+        )
         assert ours == theirs
 
     check()

@@ -14,8 +14,16 @@ from tests.e2e.conftest import ADMIN
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
 
 
 @pytest.fixture
@@ -37,14 +45,18 @@ def test_widget_chats_streams_meters_and_restores_history(server, host_page, tmp
 
     root, origin = host_page
     tenant = server.create_tenant("pro", "Shop")
-    r = httpx.post(f"{server.url}/admin/tenants/{tenant['tenant_id']}/widget-keys",
-                   json={"allowed_origins": [origin]}, headers={"Authorization": f"Bearer {ADMIN}"})
+    r = httpx.post(
+        f"{server.url}/admin/tenants/{tenant['tenant_id']}/widget-keys",
+        json={"allowed_origins": [origin]},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
     widget_key = r.json()["widget_key"]
     (root / "index.html").write_text(
         "<!doctype html><html><head><title>Shop</title><style>div{color:red}</style></head><body>"
         "<h1>Welcome to the shop</h1>"
         f"<script src='{server.url}/widget.js' data-widget-key='{widget_key}' data-title='Shop help'"
-        " data-greeting='Hello from the shop!'></script></body></html>")
+        " data-greeting='Hello from the shop!'></script></body></html>"
+    )
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page()
@@ -59,7 +71,8 @@ def test_widget_chats_streams_meters_and_restores_history(server, host_page, tmp
         page.wait_for_function(
             "() => document.querySelector('#chatmeter-widget').shadowRoot.querySelectorAll('.m.assistant').length >= 2"
             " && document.querySelector('#chatmeter-widget').shadowRoot.querySelector('.meter-text').textContent"
-            ".includes('/ 50000')")
+            ".includes('/ 50000')"
+        )
         meter = page.inner_text("#chatmeter-widget >> .meter-text")
         answer = page.locator("#chatmeter-widget >> .m.assistant").nth(1).inner_text()
         assert answer.strip()
@@ -70,7 +83,8 @@ def test_widget_chats_streams_meters_and_restores_history(server, host_page, tmp
         page.reload()
         page.click("#chatmeter-widget >> .bubble")
         page.wait_for_function(
-            "() => document.querySelector('#chatmeter-widget').shadowRoot.querySelectorAll('.m').length >= 2")
+            "() => document.querySelector('#chatmeter-widget').shadowRoot.querySelectorAll('.m').length >= 2"
+        )
         texts = page.locator("#chatmeter-widget >> .m").all_inner_texts()
         assert texts[0] == "Where is my order 1042?" and texts[1].strip() == answer.strip()
         browser.close()
