@@ -47,8 +47,20 @@ windows as (
 
 ),
 
--- Windows are whole UTC days, so a window's usage is its days in fct_daily_usage (per key), less the events
--- above the watermark the API counts live (int_events_above_watermark).
+-- End users: only for the meters and windows a plan of the catalog in force limits per end user, the only
+-- end-user counts the API consults (int_end_user_daily_usage holds the days they need).
+end_user_limits as (
+
+    select distinct meter, window_kind
+    from {{ ref('stg_catalog_limits') }}
+    where scope = 'end_user' and catalog_version_id in (select catalog_version_id from tenants)
+
+),
+
+-- Windows are whole UTC days, so a window's usage is its days, per key in fct_daily_usage and per end user in
+-- int_end_user_daily_usage, less the events above the watermark the API counts live
+-- (int_events_above_watermark). Widget calls (no API key) share one '' key, and calls naming no end user one
+-- '' end user, as the API counts them.
 day_bounds as (
 
     select tenant_id, window_kind, cast(window_start as date) as first_day, cast(window_end as date) as end_day
@@ -58,14 +70,19 @@ day_bounds as (
 
 counted as (
 
-    select tenant_id, api_key_id, usage_date, tokens, requests, embedding_tokens, credits
+    select tenant_id, 'key' as scope, api_key_id as scope_id, usage_date, tokens, requests, embedding_tokens,
+        credits
     from {{ ref('fct_daily_usage') }}
     where usage_date >= (select min(first_day) from day_bounds)
         and usage_date < (select max(end_day) from day_bounds)
     union all
-    select tenant_id, api_key_id, usage_date,
-        -metered_tokens, -metered_requests, -metered_embedding_tokens, -metered_credits
-    from {{ ref('int_events_above_watermark') }}
+    select tenant_id, 'end_user', end_user_id, usage_date, tokens, requests, embedding_tokens, credits
+    from {{ ref('int_end_user_daily_usage') }}
+    union all
+    select above.tenant_id, scopes.scope, if(scopes.scope = 'key', above.api_key_id, above.end_user_id),
+        above.usage_date, -above.metered_tokens, -above.metered_requests, -above.metered_embedding_tokens,
+        -above.metered_credits
+    from {{ ref('int_events_above_watermark') }} as above, (values ('key'), ('end_user')) as scopes (scope)
 
 ),
 
@@ -74,8 +91,8 @@ in_windows as (
     select
         day_bounds.tenant_id,
         day_bounds.window_kind,
-        -- Widget calls (no API key) share one '' key, as the API counts them.
-        coalesce(counted.api_key_id, '') as api_key_id,
+        counted.scope,
+        coalesce(counted.scope_id, '') as scope_id,
         sum(counted.tokens) as tokens,
         sum(counted.requests) as requests,
         sum(counted.embedding_tokens) as embedding_tokens,
@@ -89,61 +106,16 @@ in_windows as (
 
 ),
 
--- End users: only for the meters and windows a plan of the catalog in force limits per end user, the only
--- end-user counts the API consults (int_end_user_daily_usage holds the days they need).
-end_user_limits as (
-
-    select distinct meter, window_kind
-    from {{ ref('stg_catalog_limits') }}
-    where scope = 'end_user' and catalog_version_id in (select catalog_version_id from tenants)
-
-),
-
-end_user_counted as (
-
-    select tenant_id, end_user_id, usage_date, tokens, requests, embedding_tokens, credits
-    from {{ ref('int_end_user_daily_usage') }}
-    union all
-    select tenant_id, end_user_id, usage_date,
-        -metered_tokens, -metered_requests, -metered_embedding_tokens, -metered_credits
-    from {{ ref('int_events_above_watermark') }}
-
-),
-
-end_user_windows as (
-
-    select
-        day_bounds.tenant_id,
-        day_bounds.window_kind,
-        -- Calls naming no end user share one '' bucket, as the API counts them.
-        coalesce(end_user_counted.end_user_id, '') as end_user_id,
-        sum(end_user_counted.tokens) as tokens,
-        sum(end_user_counted.requests) as requests,
-        sum(end_user_counted.embedding_tokens) as embedding_tokens,
-        sum(end_user_counted.credits) as credits
-    from end_user_counted
-    join day_bounds
-        on day_bounds.tenant_id = end_user_counted.tenant_id
-        and end_user_counted.usage_date >= day_bounds.first_day
-        and end_user_counted.usage_date < day_bounds.end_day
-    where day_bounds.window_kind in (select window_kind from end_user_limits)
-    group by all
-
-),
-
 scoped as (
 
     select tenant_id, window_kind, 'tenant' as scope, tenant_id as scope_id,
         sum(tokens) as tokens, sum(requests) as requests, sum(embedding_tokens) as embedding_tokens,
         sum(credits) as credits
     from in_windows
+    where scope = 'key'
     group by tenant_id, window_kind
     union all
-    select tenant_id, window_kind, 'key', api_key_id, tokens, requests, embedding_tokens, credits
-    from in_windows
-    union all
-    select tenant_id, window_kind, 'end_user', end_user_id, tokens, requests, embedding_tokens, credits
-    from end_user_windows
+    select * from in_windows
 
 ),
 
