@@ -13,7 +13,7 @@ from chatmeter.catalog import SHIPPED_CATALOG, load_catalog
 from chatmeter.settings import Settings
 from chatmeter.store import Store
 from chatmeter.windows import billing_month
-from orchestration.defs.invoices.documents import write_invoice
+from orchestration.defs.invoices.documents import invoice_files, write_if_changed
 from tests.orchestration.factories import AS_OF
 
 CENT = Decimal("0.01")
@@ -169,11 +169,13 @@ def test_unchanged_invoice_documents_are_not_rewritten(tmp_path):
         "credits_applied": "0.00",
         "total": "9.99",
     }
-    path = write_invoice(tmp_path, doc)
+    files = invoice_files(tmp_path, doc)
+    path = files[0][0]
+    write_if_changed(files)
     os.utime(path, ns=(1, 1))
-    write_invoice(tmp_path, doc)
+    write_if_changed(invoice_files(tmp_path, doc))
     assert path.stat().st_mtime_ns == 1  # the same bytes: left alone
-    write_invoice(tmp_path, {**doc, "total": "10.99"})
+    write_if_changed(invoice_files(tmp_path, {**doc, "total": "10.99"}))
     assert json.loads(path.read_text())["total"] == "10.99"
 
 

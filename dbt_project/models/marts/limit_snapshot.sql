@@ -1,7 +1,6 @@
 -- Usage in the current windows (as of the run) per tenant, end user and key, per meter and window, with the
 -- hard limit of the tenant's current plan. Counts only events up to the watermark (snapshot_watermarks).
 
-
 with
 
 as_of as (

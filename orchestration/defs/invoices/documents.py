@@ -112,12 +112,6 @@ def write_if_changed(files: list[tuple[Path, bytes]]) -> dict[Path, os.stat_resu
     return stats
 
 
-def write_invoice(invoices_dir: Path, doc: dict, tenant_name: str | None = None) -> Path:
-    files = invoice_files(invoices_dir, doc, tenant_name)
-    write_if_changed(files)
-    return files[0][0]
-
-
 def _state(st: os.stat_result) -> list[int]:
     """What tells a file we wrote from one changed since: an atomic write makes a new inode, an edit in place
     moves the mtime or the size."""
