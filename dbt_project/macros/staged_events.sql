@@ -1,7 +1,7 @@
 {#- The event log, deduplicated on event_id, renamed, with what each event adds to each meter. Shared by
     stg_events (the whole log, every row checked for copies) and the daily models, which read the log itself so
     that every run renders the log's current location (a view keeps the path it was created with):
-    - where: a condition on the log's columns (e.g. the run's days, by the writer's partition day event_date);
+    - where: a condition on the log's columns (e.g. the run's days, on event_date);
     - files: a relation of (file, copies_possible): only these files are read (the ones int_log_seq_ranges saw),
       and only rows of files that may hold copies are deduplicated (the sort is the costly part, copies rare). -#}
 
@@ -45,7 +45,8 @@
             event_id,
             idempotency_key,
             cast(occurred_at as timestamptz) as occurred_at,
-            {{ utc_date('cast(occurred_at as timestamptz)') }} as usage_date,
+            -- The writer's partition day, the UTC day of occurred_at (checked by the test log_events_valid).
+            event_date as usage_date,
             writer_id,
             cast(seq as bigint) as seq,
             tenant_id,

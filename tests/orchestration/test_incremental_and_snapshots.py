@@ -1,5 +1,8 @@
-"""dbt runs on private data dirs: late events re-processed by day, and the watermark's dense-prefix rule."""
+"""dbt runs on private data dirs: late events re-processed by day, the watermark's dense-prefix rule, and the log's
+one check of each day's events."""
 
+import os
+import subprocess
 from datetime import UTC, date, datetime
 
 import dagster as dg
@@ -11,6 +14,8 @@ from orchestration.defs.ingest.assets import metadata_export
 from orchestration.defs.snapshots.assets import limit_snapshot_file
 from orchestration.defs.snapshots.definitions import snapshot_run_tags
 from orchestration.defs.snapshots.publish import read_current
+from orchestration.project import DBT_EXECUTABLE, DBT_PROJECT_DIR
+from orchestration.resources import dbt_environment
 from orchestration.run import run_pipeline
 from tests.orchestration.factories import AS_OF, EventLog, event
 from tests.orchestration.helpers import asset_metadata, resources
@@ -132,3 +137,62 @@ def test_watermark_is_the_dense_prefix(settings):
     assert rows[("tenant", "tokens", "month")]["used"] == 500
     assert manifest["file"] != first_file
     assert (settings.snapshots_dir / first_file).exists()  # the previous file stays for readers mid-swap
+
+
+def daily_build(settings, day: date) -> subprocess.CompletedProcess:
+    """The daily models and the log's test for one day, as the daily run builds them."""
+    variables = {"as_of": AS_OF.isoformat(), "min_date": day.isoformat(), "max_date": day.isoformat()}
+    env = {**os.environ, **dbt_environment(settings, variables), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    return subprocess.run(
+        [
+            DBT_EXECUTABLE,
+            "build",
+            "--select",
+            "tag:daily",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(settings.data_dir.parent / "target"),
+            "--log-level-file",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=DBT_PROJECT_DIR,
+    )
+
+
+def test_log_check_fails_on_a_malformed_or_twice_counted_event(settings):
+    """log_events_valid: one read of the day's log finds an event filed under the wrong day, an unknown kind,
+    and an event logged twice under two seqs (a copy deduplication cannot see: it is counted twice)."""
+    log = EventLog(settings.events_dir)
+    day = date(2026, 11, 20)
+    at = datetime(2026, 11, 20, 9, tzinfo=UTC)
+    log.write([event("t1", at, input_tokens=10, writer_id="w1") for _ in range(3)])
+    passed = daily_build(settings, day)
+    assert passed.returncode == 0, passed.stdout[-3000:]
+    assert "PASS log_events_valid" in passed.stdout
+
+    misfiled = event("t1", datetime(2026, 11, 21, 0, 30, tzinfo=UTC), input_tokens=5, writer_id="w2")
+    misfiled["event_date"] = day
+    log.write([misfiled])
+    failed = daily_build(settings, day)
+    assert failed.returncode != 0
+    assert "FAIL 1 log_events_valid" in failed.stdout, failed.stdout[-3000:]
+    for path in settings.events_dir.glob("*/w2-*.parquet"):
+        path.unlink()
+
+    unknown = event("t1", at, kind="image", writer_id="w3")
+    paths = log.write([unknown])
+    failed = daily_build(settings, day)
+    assert "FAIL 1 log_events_valid" in failed.stdout, failed.stdout[-3000:]
+    paths[0].unlink()
+
+    again = event("t1", at, input_tokens=10, writer_id="w1")
+    log.write([again])
+    log.write([dict(again)])  # the same event appended again: a new seq, a new file
+    failed = daily_build(settings, day)
+    assert "FAIL 1 log_events_valid" in failed.stdout, failed.stdout[-3000:]

@@ -20,13 +20,8 @@ with
 
 {{ log_files('usage_date ' ~ days) }},
 
--- event_date is the writer's partition day (the UTC day of occurred_at); a day of slack each side. Literal
--- dates, so that DuckDB skips the other days' files.
-{{ staged_events(
-    source('log', 'events'),
-    where="event_date between cast('" ~ first_day ~ "' as date) - 1 and cast('" ~ today ~ "' as date) + 1",
-    files='files',
-) }},
+-- Literal dates, so that DuckDB skips the other days' files.
+{{ staged_events(source('log', 'events'), where='event_date ' ~ days, files='files') }},
 
 final as (
 
@@ -39,7 +34,6 @@ final as (
         cast(sum(metered_embedding_tokens) as bigint) as embedding_tokens,
         cast(sum(metered_credits) as decimal(38, 6)) as credits
     from renamed
-    where usage_date {{ days }}
     group by all
 
 )

@@ -16,23 +16,17 @@
 
 with
 
-rows as (
+in_window as (
 
     select
         filename as path,
-        {{ utc_date('occurred_at') }} as usage_date,
+        -- The writer's partition day, the UTC day of occurred_at (checked by the test log_events_valid).
+        event_date as usage_date,
         writer_id,
         cast(seq as bigint) as seq,
         cast(seq as bigint) - file_row_number as offset_in_file
     from {{ source('log', 'events') }}
-    -- event_date is the writer's partition day (the UTC day of occurred_at); a day of slack each side.
-    where {{ log_window('event_date', 1) }}
-
-),
-
-in_window as (
-
-    select * from rows where {{ log_window('usage_date') }}
+    where {{ log_window('event_date') }}
 
 ),
 

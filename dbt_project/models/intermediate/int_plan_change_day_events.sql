@@ -10,7 +10,7 @@
     ) %}
     {%- for row in result.rows %}
         {%- do conditions.append(
-            "(event_date between cast('" ~ row[1] ~ "' as date) - 1 and cast('" ~ row[1] ~ "' as date) + 1"
+            "(event_date = cast('" ~ row[1] ~ "' as date)"
             ~ " and tenant_id = '" ~ (row[0] | replace("'", "''")) ~ "')"
         ) %}
     {%- endfor %}

@@ -16,14 +16,7 @@ with
 
 {{ log_files(log_window('usage_date')) }},
 
--- event_date is the writer's partition day (the UTC day of occurred_at); a day of slack each side.
-{{ staged_events(source('log', 'events'), where=log_window('event_date', 1), files='files') }},
-
-events as (
-
-    select * from renamed where {{ log_window('usage_date') }}
-
-),
+{{ staged_events(source('log', 'events'), where=log_window('event_date'), files='files') }},
 
 daily as (
 
@@ -46,7 +39,7 @@ daily as (
         sum(metered_embedding_tokens) as embedding_tokens,
         sum(metered_credits) as credits,
         sum(billable_cost_usd) as provider_cost_usd
-    from events
+    from renamed
     group by all
 
 ),

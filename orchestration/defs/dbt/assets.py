@@ -17,8 +17,8 @@ from orchestration.defs.dbt.translator import ChatmeterTranslator
 from orchestration.project import dbt_project
 from orchestration.resources import ChatmeterResource, dbt_env, pipeline_dir
 
-# The source's tests check the window's days of the log: they run with the daily models.
-DAILY_SELECT = "tag:daily source:log.events"
+# The daily models, and the tests of the window's days of the log (tag daily too).
+DAILY_SELECT = "tag:daily"
 PARTIAL_PARSE = "partial_parse.msgpack"
 
 
