@@ -3,8 +3,9 @@
 `EventLog.append` returns an event's seq only once the event is on disk. Every pending append is handed
 as one batch to a dedicated thread, which gives the records their seqs and writes them to the active WAL
 segment with one write and one fsync; one batch at a time, the next taken as soon as the last is on disk
-(or, when a batch resumed many callers at once, once half of their next appends are in). The committer
-task then resolves the batch's appends. A batch that fails (disk full, read-only) fails all its
+(or, when a batch resumed many callers at once, once half of their next appends are in). The thread
+hands each batch's outcome back to the event loop in one callback, which resolves all its appends: no
+executor, and no task woken in between. A batch that fails (disk full, read-only) fails all its
 appends with LogUnavailable, takes no seq and is cut off the segment; when even that fails, nothing more
 is written until it succeeds.
 
@@ -19,7 +20,7 @@ WAL record: one per batch, written whole or cut off whole. 4-byte big-endian pay
 big-endian CRC32 of the payload, payload: the batch's first seq (8 bytes, big-endian), then one JSON line
 per append, "\n"-separated, whose seqs are first, first+1, ... in order. A line is
 {"event": {...}, "transcripts": [...], "idem": {...} | null}, Decimal as string, datetime as ISO 8601,
-without the seq (so appends are encoded before the committer hands out seqs). Segment files:
+without the seq (so appends are encoded before the commit thread hands out seqs). Segment files:
 wal/<writer_id>.<first_seq:012d>.wal.
 """
 
@@ -29,8 +30,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
 import re
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -133,7 +136,7 @@ class EventLog:
         self.roll_errors = 0
 
         self._next_seq: int | None = None  # set by recover()
-        # The active segment; touched only by the committer (its thread, or its task between batches).
+        # The active segment; touched by the commit thread while a batch is in flight, by the loop otherwise.
         self._fd: int | None = None
         self._seg_path: Path | None = None
         self._seg_len = 0
@@ -142,14 +145,16 @@ class EventLog:
         self._dirty_len: int | None = None  # a failed batch could not be cut off: restore before writing
 
         self._pending: list[_Append] = []
-        self._in_flight: tuple[list[_Append], asyncio.Future] | None = None  # a batch and its commit
+        self._flush_due = False  # a call to _flush is scheduled
+        self._in_flight: list[_Append] | None = None  # the batch the commit thread holds
         self._split_at = _NEVER
-        self._wake: asyncio.Event | None = None
+        self._drained: asyncio.Future | None = None  # close() waits on it for the last batch
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._committer: asyncio.Task | None = None
+        self._batches: queue.SimpleQueue[list[_Append] | None] = queue.SimpleQueue()
+        self._commit_thread: threading.Thread | None = None
+        self._sealer: asyncio.Task | None = None
         self._roller: asyncio.Task | None = None
         self._roll_queue: asyncio.Queue[tuple[Path, list[tuple[int, int, bytes]]] | None] | None = None
-        self._commit_pool: ThreadPoolExecutor | None = None
         self._roll_pool: ThreadPoolExecutor | None = None
         self._closing = False
         self._stopping: asyncio.Event | None = None
@@ -185,34 +190,57 @@ class EventLog:
         return self._next_seq
 
     async def start(self) -> None:
-        if self._committer is not None:
+        if self._commit_thread is not None:
             return
         if self._next_seq is None:
             self.recover()
         self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
         self._roll_queue = asyncio.Queue()
-        self._commit_pool = ThreadPoolExecutor(1, thread_name_prefix=f"eventlog-commit-{self.writer_id}")
         self._roll_pool = ThreadPoolExecutor(1, thread_name_prefix=f"eventlog-roll-{self.writer_id}")
         self._closing = False
         self._stopping = asyncio.Event()
-        self._committer = asyncio.create_task(self._commit_loop(), name="eventlog-committer")
+        # A daemon: a process that exits without close() must not hang on it (recover() cuts a torn batch).
+        self._commit_thread = threading.Thread(
+            target=self._commit_thread_main, name=f"eventlog-commit-{self.writer_id}", daemon=True
+        )
+        self._commit_thread.start()
+        self._sealer = asyncio.create_task(self._seal_when_idle(), name="eventlog-sealer")
         self._roller = asyncio.create_task(self._roll_loop(), name="eventlog-roller")
 
     async def close(self) -> None:
         """Write everything pending, roll every segment into Parquet, stop. A roll that fails stays in the
         WAL for the next recover()."""
-        if self._committer is None:
+        if self._commit_thread is None:
             return
         self._closing = True
         self._stopping.set()
-        self._wake.set()
-        await self._committer
+        self._sealer.cancel()
+        while self._in_flight is not None or self._pending:
+            if self._in_flight is None:
+                self._start_batch()
+            self._drained = self._loop.create_future()
+            await self._drained
+        if self._dirty_len is not None:
+            try:
+                await asyncio.to_thread(self._restore_length)
+            except OSError as exc:
+                log.error("event log: the active segment keeps a failed batch's bytes: %s", exc)
+        if self._fd is not None:
+            if self._dirty_len is None:
+                self._seal()
+            else:  # leave it to recover(), which keeps only records that check out
+                os.close(self._fd)
+                self._fd = None
+        self._stop_commit_thread()
         self._roll_queue.put_nowait(None)
         await self._roller
-        self._commit_pool.shutdown()
         self._roll_pool.shutdown()
-        self._committer = self._roller = None
+        self._sealer = self._roller = None
+
+    def _stop_commit_thread(self) -> None:
+        self._batches.put(None)
+        self._commit_thread.join()
+        self._commit_thread = None
 
     # --- appending ---
 
@@ -231,7 +259,7 @@ class EventLog:
         be stored. `on_done`, when given and the append did not raise at once, is called in the event loop
         with the seq once durable, or with None when the batch failed, whether or not the caller still waits.
         """
-        if self._closing or self._committer is None:
+        if self._closing or self._commit_thread is None:
             raise LogUnavailable("the event log is not running")
         occurred_at = event.get("occurred_at")
         if type(occurred_at) is datetime and occurred_at.tzinfo is UTC:
@@ -262,14 +290,22 @@ class EventLog:
             raise ValueError(f"an event of {len(record)} bytes is too large for the event log")
         future = self._loop.create_future()
         self._pending.append((record, event, future, on_done))
-        if self._in_flight is None and len(self._pending) > self._split_at:
-            # A batch resumed many callers at once and the disk is idle: write half of their next appends
-            # now rather than after the whole burst, so that from then on one half is written while the
-            # other is encoded.
-            self._start_batch()
-        if not self._wake.is_set():
-            self._wake.set()
+        if self._in_flight is None:
+            if len(self._pending) > self._split_at:
+                # A batch resumed many callers at once and the disk is idle: write half of their next appends
+                # now rather than after the whole burst, so that from then on one half is written while the
+                # other is encoded.
+                self._start_batch()
+            elif not self._flush_due:
+                # Every append made before the loop's next turn goes into one batch.
+                self._flush_due = True
+                self._loop.call_soon(self._flush)
         return await future
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        if self._in_flight is None and self._pending:
+            self._start_batch()
 
     def _start_batch(self) -> None:
         """Hand every pending append to the commit thread. Only while no batch is in flight: the segment
@@ -277,72 +313,67 @@ class EventLog:
         if self._roll_due():
             self._seal()
         batch, self._pending = self._pending, []
-        self._in_flight = batch, self._loop.run_in_executor(self._commit_pool, self._commit, batch)
+        self._in_flight = batch
+        self._batches.put(batch)
 
-    async def _commit_loop(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _commit_thread_main(self) -> None:
+        """The commit thread: write each batch it is handed, then hand the outcome back to the event loop in
+        one callback (the first seq, or the exception), which resolves the whole batch."""
+        while (batch := self._batches.get()) is not None:
+            try:
+                outcome: int | Exception = self._commit(batch)
+            except Exception as exc:
+                outcome = exc
+            try:
+                self._loop.call_soon_threadsafe(self._committed, batch, outcome)
+            except RuntimeError:  # the loop is gone (a process dying mid-batch): nobody waits any more
+                return
+
+    def _committed(self, batch: list[_Append], outcome: int | Exception) -> None:
+        """In the event loop: resolve a batch's appends, and hand the next batch to the commit thread."""
+        self._in_flight = None
+        if isinstance(outcome, Exception):
+            self.write_errors += 1
+            if not isinstance(outcome, OSError):
+                log.error("event log: a batch failed", exc_info=outcome)
+            else:
+                log.error("event log: writing a batch of %d failed: %s", len(batch), outcome)
+            for _, _, future, on_done in batch:
+                if on_done is not None:
+                    _call(on_done, None)
+                if not future.done():
+                    error = LogUnavailable(f"the usage log cannot be written: {outcome}")
+                    error.__cause__ = outcome
+                    future.set_exception(error)
+        else:
+            if self._pending:  # keep the disk busy while these callers resume
+                self._start_batch()
+            seq = outcome
+            for _, event, future, on_done in batch:
+                event["seq"] = seq
+                if on_done is not None:
+                    _call(on_done, seq)
+                if not future.done():  # a cancelled caller's event is written all the same
+                    future.set_result(seq)
+                seq += 1
+            self.events_written += len(batch)
+            self.batches += 1
+            self.last_batch_size = len(batch)
+            # Smaller batches take far less time to encode than to fsync: nothing to overlap.
+            self._split_at = len(batch) // 2 if len(batch) >= _SPLIT_BATCH else _NEVER
+        if self._in_flight is None:
+            if self._pending:
+                self._start_batch()
+            elif self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
+
+    async def _seal_when_idle(self) -> None:
+        """Roll a segment by age while no appends come in (a batch seals a segment due before it writes)."""
         tick = min(1.0, max(0.005, self.roll_age_s / 4))
         while True:
-            if self._in_flight is None and not self._pending:
-                if self._closing:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(tick):
-                        await self._wake.wait()
-                self._wake.clear()
-                if self._in_flight is None and not self._pending:
-                    if self._roll_due():
-                        self._seal()
-                    continue
-            if self._in_flight is None:
-                self._start_batch()
-            batch, written = self._in_flight
-            try:
-                first = await written
-            except Exception as exc:
-                self._in_flight = None
-                self.write_errors += 1
-                if not isinstance(exc, OSError):
-                    log.exception("event log: a batch failed")
-                else:
-                    log.error("event log: writing a batch of %d failed: %s", len(batch), exc)
-                for _, _, future, on_done in batch:
-                    if on_done is not None:
-                        _call(on_done, None)
-                    if not future.done():
-                        error = LogUnavailable(f"the usage log cannot be written: {exc}")
-                        error.__cause__ = exc
-                        future.set_exception(error)
-            else:
-                self._in_flight = None
-                if self._pending:  # keep the disk busy while these callers resume
-                    self._start_batch()
-                seq = first
-                for _, event, future, on_done in batch:
-                    event["seq"] = seq
-                    if on_done is not None:
-                        _call(on_done, seq)
-                    try:
-                        future.set_result(seq)
-                    except asyncio.InvalidStateError:  # a cancelled caller: its event is written all the same
-                        pass
-                    seq += 1
-                self.events_written += len(batch)
-                self.batches += 1
-                self.last_batch_size = len(batch)
-                # Smaller batches take far less time to encode than to fsync: nothing to overlap.
-                self._split_at = len(batch) // 2 if len(batch) >= _SPLIT_BATCH else _NEVER
-        if self._dirty_len is not None:
-            try:
-                await loop.run_in_executor(self._commit_pool, self._restore_length)
-            except OSError as exc:
-                log.error("event log: the active segment keeps a failed batch's bytes: %s", exc)
-        if self._fd is not None:
-            if self._dirty_len is None:
+            await asyncio.sleep(tick)
+            if self._in_flight is None and not self._pending and self._roll_due():
                 self._seal()
-            else:  # leave it to recover(), which keeps only records that check out
-                os.close(self._fd)
-                self._fd = None
 
     def _commit(self, batch: list[_Append]) -> int:
         """In the commit thread: write the batch as one record (seqs first, first+1, ...) with one write and

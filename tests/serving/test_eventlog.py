@@ -98,7 +98,7 @@ def run_and_crash(data_dir: Path, body, writer_id: str = "api", **options):
     result = asyncio.run(main())  # cancels the committer and roller where they stand
     if log._fd is not None:
         os.close(log._fd)
-    log._commit_pool.shutdown()
+    log._stop_commit_thread()
     log._roll_pool.shutdown()
     return result
 
