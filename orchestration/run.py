@@ -66,6 +66,13 @@ def run_pipeline(
     """Materialise every asset once, in one run: metadata export, the daily models over `days` (inclusive;
     default every day of the log), the other dbt models, then the Python assets (snapshot, invoices, forecasts,
     Stripe, alerts, retention)."""
+    return materialize_pipeline(settings, as_of, days).success
+
+
+def materialize_pipeline(
+    settings: Settings | None = None, as_of: datetime | None = None, days: tuple[date, date] | None = None
+):
+    """run_pipeline's run, returning Dagster's result (its events: what each step and dbt node took)."""
     settings = settings or get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_manifest()
@@ -97,4 +104,4 @@ def run_pipeline(
         tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
     )
     log.info("pipeline run %s", "succeeded" if result.success else "failed")
-    return result.success
+    return result
