@@ -34,6 +34,9 @@ class Meter(_Strict):
     unit: str = "unit"
 
 
+_NO_CREDITS = Decimal(0)
+
+
 class CreditRules(_Strict):
     """Credits per event: base credits of its kind times its model's multiplier.
 
@@ -44,7 +47,11 @@ class CreditRules(_Strict):
     model_multipliers: dict[str, Decimal] = {}
 
     def for_event(self, kind: str, model: str) -> Decimal:
-        return self.base.get(kind, Decimal(0)) * self.model_multipliers.get(model, Decimal(1))
+        base = self.base.get(kind)
+        if base is None:
+            return _NO_CREDITS
+        multiplier = self.model_multipliers.get(model)
+        return base if multiplier is None else base * multiplier
 
 
 class Limit(_Strict):

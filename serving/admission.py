@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 
 from chatmeter.catalog import METERS, Catalog, Limit, Plan
 from chatmeter.windows import Window, billing_month, day_window
@@ -92,20 +93,30 @@ def contributions(subject: Subject, anchor_day: int, at: datetime, amounts: dict
     )
 
 
+@lru_cache(maxsize=8192)
+def _counter_keys(tenant: str, key: str, user: str, day: int, month: int) -> tuple[tuple[CounterKey, ...], ...]:
+    """Per meter, the counters an event of this key and end user on this day adds to: every scope x both
+    windows. The same for every such event, so built once (the live counters keep the same tuples as keys,
+    so this holds little of its own, and finds them by identity)."""
+    return tuple(
+        (
+            (tenant, "tenant", tenant, meter, "day", day),
+            (tenant, "tenant", tenant, meter, "month", month),
+            (tenant, "end_user", user, meter, "day", day),
+            (tenant, "end_user", user, meter, "month", month),
+            (tenant, "key", key, meter, "day", day),
+            (tenant, "key", key, meter, "month", month),
+        )
+        for meter in METERS
+    )
+
+
 def counter_deltas(counted: Counted) -> list[tuple[CounterKey, Num]]:
     """The counters an event adds to, with the amount: each meter it used x every scope x both windows."""
-    tenant, key, user, day, month = counted[:5]
     deltas: list[tuple[CounterKey, Num]] = []
-    for meter, amount in zip(METERS, counted[5:], strict=True):
-        if amount:  # spelled out: this runs for every event, and the nested comprehension costs twice as much
-            deltas += (
-                ((tenant, "tenant", tenant, meter, "day", day), amount),
-                ((tenant, "tenant", tenant, meter, "month", month), amount),
-                ((tenant, "end_user", user, meter, "day", day), amount),
-                ((tenant, "end_user", user, meter, "month", month), amount),
-                ((tenant, "key", key, meter, "day", day), amount),
-                ((tenant, "key", key, meter, "month", month), amount),
-            )
+    for keys, amount in zip(_counter_keys(*counted[:5]), counted[5:], strict=True):
+        if amount:
+            deltas += [(key, amount) for key in keys]
     return deltas
 
 
@@ -243,8 +254,10 @@ class Admission:
         if seq <= self.watermark.get(writer_id, 0):
             return
         live = self.live
-        for key, amount in counter_deltas(counted):
-            live[key] += amount
+        for keys, amount in zip(_counter_keys(*counted[:5]), counted[5:], strict=True):
+            if amount:
+                for key in keys:
+                    live[key] += amount
         self._retained[writer_id].append((seq, *counted))
 
     # --- snapshots ---

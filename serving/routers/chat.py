@@ -206,8 +206,11 @@ _HEADER_DOCS = {
 
 
 def optional_header(http: Request, name: str) -> str | None:
-    value = http.headers.get(name)
-    if value is not None and len(value) > CHAT_HEADERS[name]:
+    headers = http.headers
+    if name not in headers:  # the common case, without the KeyError a lookup that misses raises and catches
+        return None
+    value = headers[name]
+    if len(value) > CHAT_HEADERS[name]:
         raise ApiError(422, f"header {name}: at most {CHAT_HEADERS[name]} characters", code="invalid_request")
     return value
 
