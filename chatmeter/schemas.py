@@ -71,5 +71,8 @@ SNAPSHOT_SCHEMA = pa.schema(
         ("used", pa.decimal128(38, 6)),
         ("limit", pa.decimal128(38, 6)),
         ("remaining", pa.decimal128(38, 6)),
+        # Whether the tenant's end users are counted (the pipeline counts them where the plan limits them); a
+        # file without it counted every tenant's.
+        ("end_users_counted", pa.bool_()),
     ]
 )

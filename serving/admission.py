@@ -131,6 +131,8 @@ class Admission:
     held: defaultdict[CounterKey, Num] = field(default_factory=lambda: defaultdict(int))
     watermark: dict[str, int] = field(default_factory=dict)
     snapshot_id: str | None = None
+    # Tenants whose end users the snapshot did not count: their plan did not limit end users when it was made.
+    end_users_uncounted: frozenset[str] = frozenset()
 
     def __post_init__(self):
         self._holds: dict[int, Hold] = {}
@@ -141,9 +143,17 @@ class Admission:
 
     # --- reading ---
 
+    def counted(self, key: CounterKey) -> Num:
+        """The snapshot's count for a counter. For an end user it did not count (the tenant's plan changed to one
+        limiting end users since), the tenant's: an end user never uses more than its tenant, so no limit can
+        be overshot, at worst refused early until the next snapshot counts the end user."""
+        if key[1] == "end_user" and key[0] in self.end_users_uncounted:
+            key = (key[0], "tenant", key[0], key[3], key[4], key[5])
+        return self.baseline.get(key, 0)
+
     def used(self, key: CounterKey) -> Num:
         """Settled usage: the snapshot's count plus live events after its watermark."""
-        return self.baseline.get(key, 0) + self.live.get(key, 0)
+        return self.counted(key) + self.live.get(key, 0)
 
     def reserved(self, key: CounterKey) -> Num:
         return self.held.get(key, 0)
@@ -188,12 +198,12 @@ class Admission:
             self.expire(now)
         chat = kind == "chat"
         effective = max_tokens
-        baseline, live, held = self.baseline, self.live, self.held
+        counted, live, held = self.counted, self.live, self.held
         wanted: list[tuple[CounterKey, Num | None]] = []  # None: the token hold, known once clamped
         for rule in rules:
             key = rule.key
             meter = key[3]
-            used = baseline.get(key, 0) + live.get(key, 0) + held.get(key, 0)
+            used = counted(key) + live.get(key, 0) + held.get(key, 0)
             headroom = rule.hard - used
             if meter == "tokens":
                 if not chat:
@@ -262,7 +272,13 @@ class Admission:
 
     # --- snapshots ---
 
-    def apply_snapshot(self, snapshot_id: str, rows: dict[CounterKey, Num], watermark: dict[str, int]) -> int:
+    def apply_snapshot(
+        self,
+        snapshot_id: str,
+        rows: dict[CounterKey, Num],
+        watermark: dict[str, int],
+        end_users_uncounted: frozenset[str] = frozenset(),
+    ) -> int:
         """Swap in a new baseline and drop the live deltas at or below its watermark. Returns events dropped."""
         for writer, mark in self.watermark.items():
             if watermark.get(writer, 0) < mark:
@@ -280,6 +296,7 @@ class Admission:
                     else:
                         self.live.pop(key, None)
         self.baseline = rows
+        self.end_users_uncounted = end_users_uncounted
         self.watermark = dict(watermark)
         self.snapshot_id = snapshot_id
         return dropped

@@ -118,7 +118,7 @@ class Runtime:
         if self._snapshot_mtime is not None:
             try:
                 snap = snapshots.load_snapshot(self.settings.snapshots_dir)
-                self.admission.apply_snapshot(snap.snapshot_id, snap.rows, snap.watermark)
+                self.admission.apply_snapshot(snap.snapshot_id, snap.rows, snap.watermark, snap.end_users_uncounted)
             except (snapshots.SnapshotError, ValueError) as exc:
                 self.snapshot_errors += 1
                 log.error("limit snapshot ignored: %s", exc)
@@ -186,7 +186,9 @@ class Runtime:
             snap = snapshots.load_snapshot(self.settings.snapshots_dir)
             if snap.snapshot_id == self.admission.snapshot_id:
                 return False
-            dropped = self.admission.apply_snapshot(snap.snapshot_id, snap.rows, snap.watermark)
+            dropped = self.admission.apply_snapshot(
+                snap.snapshot_id, snap.rows, snap.watermark, snap.end_users_uncounted
+            )
         except (snapshots.SnapshotError, ValueError) as exc:
             self.snapshot_errors += 1
             log.error("limit snapshot ignored, the previous one stays in force: %s", exc)

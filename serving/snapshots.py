@@ -29,6 +29,8 @@ class Snapshot:
     snapshot_id: str
     watermark: dict[str, int]
     rows: dict[CounterKey, Num]
+    # Tenants whose end users the snapshot did not count (their plan did not limit them when it was made).
+    end_users_uncounted: frozenset[str] = frozenset()
 
 
 def manifest_mtime(snapshots_dir: Path) -> float | None:
@@ -74,4 +76,8 @@ def load_snapshot(snapshots_dir: Path) -> Snapshot:
     except (TypeError, ValueError, AttributeError, ArithmeticError) as exc:
         # Right columns, unusable values (a null count, a window start that is no time): refuse it whole.
         raise SnapshotError(f"{path.name}: unusable row: {exc}") from None
-    return Snapshot(snapshot_id, watermark, rows)
+    uncounted: frozenset[str] = frozenset()
+    if "end_users_counted" in table.column_names:
+        counted = table.select(["tenant_id", "end_users_counted"]).to_pydict()
+        uncounted = frozenset(t for t, c in zip(*counted.values(), strict=True) if c is False)
+    return Snapshot(snapshot_id, watermark, rows, uncounted)

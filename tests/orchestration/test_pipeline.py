@@ -75,7 +75,7 @@ def test_dbt_unit_tests_pass(built):
         cwd=DBT_PROJECT_DIR,
     )
     assert out.returncode == 0, out.stdout[-3000:]
-    assert "PASS=7" in out.stdout and "ERROR=0" in out.stdout
+    assert "PASS=8" in out.stdout and "ERROR=0" in out.stdout
 
 
 def test_snapshot_published_with_manifest(built):

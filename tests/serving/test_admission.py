@@ -89,6 +89,27 @@ def test_snapshot_folds_live_events_at_or_below_its_watermark():
     assert adm.snapshot_id == "s1" and adm.used(key) == 45
 
 
+def test_an_end_user_the_snapshot_did_not_count_is_bounded_by_the_tenant():
+    """The snapshot counts end users only where the plan limits them; a tenant that moved to such a plan (team:
+    10,000 tokens a day per end user) since has no end-user counts in it. Until a snapshot counts them, the
+    tenant's count stands in for each end user's: never below what the end user used, so never an overshoot."""
+    adm = Admission()
+    team = rules(adm, "team")
+    user_day = next(r for r in team if r.limit.scope == "end_user").key
+    tenant_day = next(r for r in team if r.limit.scope == "tenant" and r.key[3:5] == ("tokens", "day")).key
+    adm.apply_snapshot("s1", {tenant_day: 9_500}, {"w": 1}, end_users_uncounted=frozenset({"tn_1"}))
+    assert adm.used(user_day) == 9_500
+    hold = adm.admit(team, input_tokens=100, max_tokens=1000, credits=Decimal(0))
+    assert isinstance(hold, Hold) and hold.max_tokens == 400  # clamped to 10,000 - 9,500 - 100
+    assert isinstance(adm.admit(team, input_tokens=1, max_tokens=10, credits=Decimal(0)), Refusal)
+    # Once a snapshot counts the tenant's end users, their own counts apply.
+    adm.release(hold)
+    adm.apply_snapshot("s2", {tenant_day: 9_500, user_day: 200}, {"w": 2})
+    assert adm.used(user_day) == 200
+    hold = adm.admit(team, input_tokens=100, max_tokens=1000, credits=Decimal(0))
+    assert isinstance(hold, Hold) and not hold.clamped
+
+
 @st.composite
 def operations(draw):
     return draw(

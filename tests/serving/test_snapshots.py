@@ -139,6 +139,35 @@ def test_snapshot_rows_of_day_windows_and_end_users(client, tenants, settings):
     )
 
 
+def test_end_users_the_snapshot_did_not_count_are_bounded_by_the_tenant(client, tenants, settings):
+    """A snapshot made while the tenant's plan did not limit end users has no end-user counts for it
+    (end_users_counted false). On team (10,000 tokens a day per end user) the tenant's 9,990 tokens today then
+    stand in for any end user's, so none can overshoot; once a snapshot counts them, their own counts apply."""
+    t = tenants.create("team")
+    rt = client.app.state.runtime
+    day = day_window(datetime.now(UTC))
+    tenant_day = {
+        "tenant_id": t["tenant_id"],
+        "scope": "tenant",
+        "scope_id": t["tenant_id"],
+        "meter": "tokens",
+        "window": "day",
+        "window_start": day.start,
+        "window_end": day.end,
+        "used": Decimal(9990),
+        "limit": Decimal(50000),
+        "remaining": Decimal(40010),
+    }
+    publish(settings.snapshots_dir, "before", {}, [{**tenant_day, "end_users_counted": False}])
+    assert wait_for(lambda: rt.admission.snapshot_id == "before")
+    r = client.post("/v1/chat/completions", json=chat_body("x " * 200, user="erin"), headers=t["headers"])
+    assert r.status_code == 429 and r.json()["error"]["scope"] == "end_user"
+    publish(settings.snapshots_dir, "counted", {}, [{**tenant_day, "end_users_counted": True}])
+    assert wait_for(lambda: rt.admission.snapshot_id == "counted")
+    r = client.post("/v1/chat/completions", json=chat_body("x " * 200, user="erin"), headers=t["headers"])
+    assert r.status_code == 200
+
+
 def test_restart_rebuilds_counters_from_snapshot_and_log(settings, admin_headers):
     from fastapi.testclient import TestClient
 

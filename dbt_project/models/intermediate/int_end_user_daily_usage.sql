@@ -1,7 +1,7 @@
--- Usage per tenant, end user and UTC day, for the days limit_snapshot's end-user counts need: today, or from a
--- month back when a plan limits end users per month (billing months are at most 31 days). fct_daily_usage
--- has no end users (they would multiply its rows by theirs); this reads the log files it read for those days,
--- so both count the same events.
+-- Usage per tenant, end user and UTC day, for what limit_snapshot's end-user counts need: the tenants whose plan
+-- limits end users (int_current_plans), today, or from a month back when a plan limits end users per month
+-- (billing months are at most 31 days). fct_daily_usage has no end users (they would multiply its rows by
+-- theirs); this reads the log files it read for those days, so both count the same events.
 -- depends_on: {{ ref('stg_catalog_limits') }}
 
 {%- set today = as_of_day() %}
@@ -20,8 +20,13 @@ with
 
 {{ log_files('usage_date ' ~ days) }},
 
--- Literal dates, so that DuckDB skips the other days' files.
-{{ staged_events(source('log', 'events'), where='event_date ' ~ days, files='files') }},
+-- Literal dates, so that DuckDB skips the other days' files. A copy of an event has its tenant.
+{{ staged_events(
+    source('log', 'events'),
+    where='event_date ' ~ days ~ ' and tenant_id in (select tenant_id from ' ~ ref('int_current_plans')
+        ~ ' where limits_end_users)',
+    files='files',
+) }},
 
 final as (
 

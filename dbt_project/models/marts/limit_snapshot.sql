@@ -1,37 +1,13 @@
 -- Usage in the current windows (as of the run) per tenant, end user and key, per meter and window, with the
--- hard limit of the tenant's current plan. Counts only events up to the watermark (snapshot_watermarks).
+-- hard limit of the tenant's current plan. Counts only events up to the watermark (snapshot_watermarks), and
+-- end users only of tenants whose plan limits them (end_users_counted: the API bounds the others' by the
+-- tenant's count, should their plan change before the next snapshot).
 
 with
 
-as_of as (
-
-    select {{ as_of() }} as at
-
-),
-
 tenants as (
 
-    select
-        tenants.tenant_id,
-        tenants.anchor_day,
-        cast(date_trunc('day', as_of.at) as timestamptz) as day_start,
-        cast(date_trunc('day', as_of.at) as timestamptz) + interval 1 day as day_end,
-        {{ anchored_start(billing_month_index('as_of.at', 'tenants.anchor_day'), 'tenants.anchor_day') }}
-            as month_start,
-        {{ anchored_start(billing_month_index('as_of.at', 'tenants.anchor_day') ~ ' + 1', 'tenants.anchor_day') }}
-            as month_end,
-        coalesce(
-            (select a.plan_id from {{ ref('stg_plan_assignments') }} as a
-             where a.tenant_id = tenants.tenant_id and a.effective_from <= as_of.at
-             order by a.effective_from desc, a.assignment_id desc limit 1),
-            (select a.plan_id from {{ ref('stg_plan_assignments') }} as a
-             where a.tenant_id = tenants.tenant_id
-             order by a.effective_from, a.assignment_id limit 1)
-        ) as plan_id,
-        (select v.catalog_version_id from {{ ref('stg_catalog_versions') }} as v
-         where v.in_force_from <= cast(as_of.at as date)
-             and (v.effective_to is null or cast(as_of.at as date) < v.effective_to)) as catalog_version_id
-    from {{ ref('stg_tenants') }} as tenants, as_of
+    select * from {{ ref('int_current_plans') }}
 
 ),
 
@@ -82,6 +58,7 @@ counted as (
         above.usage_date, -above.metered_tokens, -above.metered_requests, -above.metered_embedding_tokens,
         -above.metered_credits
     from {{ ref('int_events_above_watermark') }} as above, (values ('key'), ('end_user')) as scopes (scope)
+    where scopes.scope = 'key' or above.tenant_id in (select tenant_id from tenants where limits_end_users)
 
 ),
 
@@ -183,9 +160,11 @@ final as (
         cast(case when plan_limits.hard is not null
             then greatest(plan_limits.hard - keys.used, 0) end as decimal(38, 6)) as remaining,
         -- The plan's allowance (alerts use it where the limit is soft: overage is billed past it).
-        cast(plan_limits.included as decimal(38, 6)) as included
+        cast(plan_limits.included as decimal(38, 6)) as included,
+        tenants.limits_end_users as end_users_counted
     from keys
     join windows using (tenant_id, window_kind)
+    join tenants using (tenant_id)
     left join plan_limits using (tenant_id, scope, meter, window_kind)
 
 )
