@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 
+import dagster as dg
 import duckdb
 import pyarrow.parquet as pq
 
@@ -130,6 +131,19 @@ def test_reconciliation_checks_pass(built):
     for check in (log_events_equal_daily_usage, invoice_totals_equal_lines, snapshot_usage_equals_daily):
         result = check(chatmeter=chatmeter)
         assert result.passed, (check, result.metadata)
+
+
+def test_log_reconciliation_finds_a_lost_file_of_the_recent_days(built_copy):
+    """The check re-reads yesterday's and today's log: a file lost from today's log is an error."""
+    settings, _ = built_copy
+    chatmeter = chatmeter_resource(settings, AS_OF.isoformat())
+    assert log_events_equal_daily_usage(chatmeter=chatmeter).passed
+    today = sorted((settings.events_dir / f"event_date={AS_OF.date().isoformat()}").glob("*.parquet"))
+    assert today
+    today[0].unlink()
+    result = log_events_equal_daily_usage(chatmeter=chatmeter)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
+    assert result.metadata["days_differing"].value == [AS_OF.date().isoformat()]
 
 
 def test_forecasts(built):
