@@ -1,7 +1,6 @@
 """dbt runs on private data dirs: late events re-processed by day, the watermark's dense-prefix rule, and the log's
 one check of each day's events."""
 
-import os
 import subprocess
 from datetime import UTC, date, datetime
 
@@ -14,11 +13,9 @@ from orchestration.defs.ingest.assets import metadata_export
 from orchestration.defs.snapshots.assets import limit_snapshot_file
 from orchestration.defs.snapshots.definitions import snapshot_run_tags
 from orchestration.defs.snapshots.publish import read_current
-from orchestration.project import DBT_EXECUTABLE, DBT_PROJECT_DIR
-from orchestration.resources import dbt_environment
 from orchestration.run import run_pipeline
 from tests.orchestration.factories import AS_OF, EventLog, event
-from tests.orchestration.helpers import asset_metadata, resources
+from tests.orchestration.helpers import asset_metadata, dbt, resources
 
 
 def daily_tokens(settings, day: str) -> int:
@@ -142,27 +139,7 @@ def test_watermark_is_the_dense_prefix(settings):
 def daily_build(settings, day: date) -> subprocess.CompletedProcess:
     """The daily models and the log's test for one day, as the daily run builds them."""
     variables = {"as_of": AS_OF.isoformat(), "min_date": day.isoformat(), "max_date": day.isoformat()}
-    env = {**os.environ, **dbt_environment(settings, variables), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-    return subprocess.run(
-        [
-            DBT_EXECUTABLE,
-            "build",
-            "--select",
-            "tag:daily",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(settings.data_dir.parent / "target"),
-            "--log-level-file",
-            "none",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=DBT_PROJECT_DIR,
-    )
+    return dbt(settings, "build", "--select", "tag:daily", variables=variables)
 
 
 def test_log_check_fails_on_a_malformed_or_twice_counted_event(settings):

@@ -1,6 +1,4 @@
 import json
-import os
-import subprocess
 
 import dagster as dg
 import duckdb
@@ -13,9 +11,9 @@ from orchestration.defs.dbt.checks import (
     snapshot_usage_equals_daily,
 )
 from orchestration.defs.snapshots.publish import read_current
-from orchestration.project import DBT_EXECUTABLE, DBT_PROJECT_DIR
-from orchestration.resources import chatmeter_resource, dbt_environment
+from orchestration.resources import chatmeter_resource
 from tests.orchestration.factories import AS_OF
+from tests.orchestration.helpers import dbt
 
 
 def test_pipeline_builds_every_mart(built):
@@ -54,27 +52,7 @@ def test_pipeline_builds_every_mart(built):
 def test_dbt_unit_tests_pass(built):
     """The native unit tests (money, limits, windows, watermark) against the built warehouse."""
     settings, _ = built
-    env = {**os.environ, **dbt_environment(settings), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-    out = subprocess.run(
-        [
-            DBT_EXECUTABLE,
-            "test",
-            "--select",
-            "test_type:unit",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(settings.data_dir.parent / "target"),
-            "--log-path",
-            str(settings.data_dir.parent / "logs"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=DBT_PROJECT_DIR,
-    )
+    out = dbt(settings, "test", "--select", "test_type:unit")
     assert out.returncode == 0, out.stdout[-3000:]
     assert "PASS=8" in out.stdout and "ERROR=0" in out.stdout
 
