@@ -251,13 +251,26 @@ class EventLog:
         idempotency: dict | None = None,
         on_done: Callable[[int | None], None] | None = None,
     ) -> int:
-        """Make `event` (with its transcript rows and stored response) durable; return its seq.
+        """Make `event` (with its transcript rows and stored response) durable; return its seq. See submit."""
+        return await self.submit(event, transcripts, idempotency, on_done)
+
+    def submit(
+        self,
+        event: dict,
+        transcripts: Sequence[dict] = (),
+        idempotency: dict | None = None,
+        on_done: Callable[[int | None], None] | None = None,
+    ) -> asyncio.Future[int]:
+        """Queue `event` (with its transcript rows and stored response) for the next batch: the future gives
+        its seq once durable. What `append` awaits; the request path awaits the future itself, one coroutine
+        less to suspend and resume while it waits for the batch.
 
         Sets writer_id, event_date and, once durable, seq on `event`; event_id and event_date on the
-        transcript rows; quantises the money columns to their stored scale. Raises LogUnavailable when the
-        batch could not be written (nothing of it counts), TypeError/ValueError for an event that cannot
-        be stored. `on_done`, when given and the append did not raise at once, is called in the event loop
-        with the seq once durable, or with None when the batch failed, whether or not the caller still waits.
+        transcript rows; quantises the money columns to their stored scale. Raises TypeError/ValueError for
+        an event that cannot be stored, LogUnavailable when the log is not running; the future raises
+        LogUnavailable when the batch could not be written (nothing of it counts). `on_done`, when given and
+        this did not raise, is called in the event loop with the seq once durable, or with None when the
+        batch failed, whether or not the caller still waits.
         """
         if self._closing or self._commit_thread is None:
             raise LogUnavailable("the event log is not running")
@@ -300,7 +313,7 @@ class EventLog:
                 # Every append made before the loop's next turn goes into one batch.
                 self._flush_due = True
                 self._loop.call_soon(self._flush)
-        return await future
+        return future
 
     def _flush(self) -> None:
         self._flush_due = False

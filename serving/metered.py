@@ -222,7 +222,7 @@ async def _record(
             rt.admission.release(hold)
 
     try:
-        await rt.log.append(event, list(transcripts), idempotency, durable)
+        await rt.log.submit(event, list(transcripts), idempotency, durable)
     except LogUnavailable as exc:
         durable(None)  # the log never took it (or has dropped the holds already: releasing twice is harmless)
         log.error("usage log unavailable: %s", exc)
