@@ -38,6 +38,12 @@
     regexp_extract({{ path }}, '[^/]+/[^/]+$')
 {%- endmacro %}
 
+{% macro log_path(file) -%}
+    {#- A log file (as log_file names it) as the path the source reports in its filename column: matching the
+        filename itself is cheaper than taking every row's filename apart. -#}
+    ('{{ log_root() | replace("'", "''") }}/' || {{ file }})
+{%- endmacro %}
+
 {% macro log_root() -%}
     {#- The folder of the event log's day partitions. -#}
     {{- return(env_var('CHATMETER_DATA_DIR', '../data') ~ '/events') -}}

@@ -12,7 +12,7 @@
         {%- if files %}
         select log.*, files.copies_possible
         from {{ relation }} as log
-        join {{ files }} as files on files.file = {{ log_file('log.filename') }}
+        join {{ files }} as files on {{ log_path('files.file') }} = log.filename
         {%- else %}
         select * from {{ relation }}
         {%- endif %}

@@ -29,7 +29,7 @@ rows as (
             or log.status is null or log.status not in ('ok', 'error', 'rejected')
             or log.event_date <> {{ utc_date('log.occurred_at') }} as malformed
     from {{ source('log', 'events') }} as log
-    semi join (select distinct file from ranges) as files on files.file = {{ log_file('log.filename') }}
+    semi join (select distinct {{ log_path('file') }} as path from ranges) as files on files.path = log.filename
     where {{ log_window('log.event_date') }}
 
 ),
