@@ -57,7 +57,7 @@ async def _run(data_dir: Path) -> tuple[float, float]:
 
     async def appender(mine: list[dict]) -> None:
         for event in mine:
-            await log.append(event)
+            await log.submit(event)
 
     started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*map(appender, events))

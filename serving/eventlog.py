@@ -1,6 +1,6 @@
 """The durable usage log: group commit to a write-ahead log with fsync, rolled into Parquet.
 
-`EventLog.append` returns an event's seq only once the event is on disk. Every pending append is handed
+`EventLog.submit` gives an event's seq only once the event is on disk. Every pending append is handed
 as one batch to a dedicated thread, which gives the records their seqs and writes them to the active WAL
 segment with one write and one fsync; one batch at a time, the next taken as soon as the last is on disk
 (or, when a batch resumed many callers at once, once half of their next appends are in). The thread
@@ -244,16 +244,6 @@ class EventLog:
 
     # --- appending ---
 
-    async def append(
-        self,
-        event: dict,
-        transcripts: Sequence[dict] = (),
-        idempotency: dict | None = None,
-        on_done: Callable[[int | None], None] | None = None,
-    ) -> int:
-        """Make `event` (with its transcript rows and stored response) durable; return its seq. See submit."""
-        return await self.submit(event, transcripts, idempotency, on_done)
-
     def submit(
         self,
         event: dict,
@@ -262,8 +252,8 @@ class EventLog:
         on_done: Callable[[int | None], None] | None = None,
     ) -> asyncio.Future[int]:
         """Queue `event` (with its transcript rows and stored response) for the next batch: the future gives
-        its seq once durable. What `append` awaits; the request path awaits the future itself, one coroutine
-        less to suspend and resume while it waits for the batch.
+        its seq once durable (a future rather than a coroutine: one frame less to suspend and resume while a
+        request waits for its batch).
 
         Sets writer_id, event_date and, once durable, seq on `event`; event_id and event_date on the
         transcript rows; quantises the money columns to their stored scale. Raises TypeError/ValueError for

@@ -31,7 +31,7 @@ async def main(data_dir: Path, appenders: int) -> None:
                 "credits": Decimal("0.5"),
             }
             transcript = {"message_id": uuid7(), "role": "user", "content": "hi", "position": 0}
-            await log.append(event, [transcript])
+            await log.submit(event, [transcript])
             sys.stdout.write(event_id + "\n")
             sys.stdout.flush()
 

@@ -132,8 +132,8 @@ def test_appends_are_durable_and_read_back_with_the_exact_schema(tmp_path):
     transcripts = make_transcripts(sent[0], 3)
 
     async def body(log):
-        seqs = [await log.append(sent[0], transcripts)]
-        seqs += await asyncio.gather(*(log.append(e) for e in sent[1:]))
+        seqs = [await log.submit(sent[0], transcripts)]
+        seqs += await asyncio.gather(*(log.submit(e) for e in sent[1:]))
         return seqs
 
     seqs = run_log(data, body)
@@ -182,21 +182,21 @@ def test_appends_are_durable_and_read_back_with_the_exact_schema(tmp_path):
 def test_money_is_quantised_half_even_and_bad_events_are_refused(tmp_path):
     async def body(log):
         event = make_event(credits=Decimal("0.0000025"), provider_cost_usd=Decimal("1.2345678905"))
-        await log.append(event)
+        await log.submit(event)
         assert event["credits"] == Decimal("0.000002")
         assert event["provider_cost_usd"] == Decimal("1.234567890")
         with pytest.raises(TypeError):
-            await log.append(make_event(credits=1.5))
+            await log.submit(make_event(credits=1.5))
         with pytest.raises(ValueError):
-            await log.append(make_event(at=datetime(2026, 3, 14, 9, 30)))
+            await log.submit(make_event(at=datetime(2026, 3, 14, 9, 30)))
         with pytest.raises(ValueError):
-            await log.append(make_event(provider_cost_usd=Decimal("1e12")))
+            await log.submit(make_event(provider_cost_usd=Decimal("1e12")))
         for unstorable in ("a lot", Decimal("NaN"), Decimal("-Infinity"), Decimal("999999999999.9999995")):
             with pytest.raises(ValueError):
-                await log.append(make_event(credits=unstorable))
+                await log.submit(make_event(credits=unstorable))
         with pytest.raises(TypeError):
-            await log.append(make_event(context={1, 2}))
-        return await log.append(make_event())
+            await log.submit(make_event(context={1, 2}))
+        return await log.submit(make_event())
 
     assert run_log(tmp_path, body) == 2  # refused events take no seq
     table = read_all(tmp_path / "events")
@@ -206,8 +206,8 @@ def test_money_is_quantised_half_even_and_bad_events_are_refused(tmp_path):
 
 def test_a_value_arrow_refuses_does_not_block_the_roll(tmp_path):
     async def body(log):
-        await log.append(make_event(input_tokens="lots", latency_ms=2**63))
-        await log.append(make_event(output_tokens=7))
+        await log.submit(make_event(input_tokens="lots", latency_ms=2**63))
+        await log.submit(make_event(output_tokens=7))
 
     run_log(tmp_path, body)
     assert wal_files(tmp_path) == []
@@ -220,7 +220,7 @@ def test_a_value_arrow_refuses_does_not_block_the_roll(tmp_path):
 
 def test_seqs_are_dense_and_increase_across_restarts(tmp_path):
     async def body(log):
-        return await asyncio.gather(*(log.append(make_event()) for _ in range(50)))
+        return await asyncio.gather(*(log.submit(make_event()) for _ in range(50)))
 
     first = run_log(tmp_path, body)
     assert sorted(first) == list(range(1, 51))
@@ -235,7 +235,7 @@ def test_seqs_are_dense_and_increase_across_restarts(tmp_path):
 
 def test_concurrent_appends_share_batches(tmp_path):
     async def body(log):
-        await asyncio.gather(*(log.append(make_event()) for _ in range(200)))
+        await asyncio.gather(*(log.submit(make_event()) for _ in range(200)))
         return log
 
     log = run_log(tmp_path, body)
@@ -255,7 +255,7 @@ def test_a_burst_of_appends_resumed_by_one_batch_is_split(tmp_path):
             for _ in range(5):
                 event = make_event()
                 sent.append(event)
-                assert await log.append(event) == event["seq"]
+                assert await log.submit(event) == event["seq"]
 
         await asyncio.gather(*(caller() for _ in range(128)))
         return log
@@ -273,7 +273,7 @@ def test_a_burst_of_appends_resumed_by_one_batch_is_split(tmp_path):
 def test_rolls_by_size(tmp_path):
     async def body(log):
         for _ in range(4):
-            await log.append(make_event())
+            await log.submit(make_event())
 
     run_log(tmp_path, body, roll_bytes=1, roll_age_s=3600)
     names = [f.name for f in parquet_files(tmp_path / "events")]
@@ -283,7 +283,7 @@ def test_rolls_by_size(tmp_path):
 def test_one_segment_without_a_roll_trigger(tmp_path):
     async def body(log):
         for _ in range(4):
-            await log.append(make_event())
+            await log.submit(make_event())
 
     run_log(tmp_path, body, roll_bytes=1 << 30, roll_age_s=3600)
     assert [f.name for f in parquet_files(tmp_path / "events")] == ["api-000000000001-000000000004.parquet"]
@@ -291,7 +291,7 @@ def test_one_segment_without_a_roll_trigger(tmp_path):
 
 def test_rolls_by_age_while_running(tmp_path):
     async def body(log):
-        await log.append(make_event())
+        await log.submit(make_event())
         for _ in range(500):
             if log.rolls:
                 break
@@ -307,14 +307,19 @@ def test_append_after_close_is_refused(tmp_path):
         log = EventLog(tmp_path, "api")
         log.recover()
         with pytest.raises(LogUnavailable):
-            await log.append(make_event())
+            await log.submit(make_event())
         await log.start()
-        await log.append(make_event())
+        await log.submit(make_event())
         await log.close()
         with pytest.raises(LogUnavailable):
-            await log.append(make_event())
+            await log.submit(make_event())
 
     asyncio.run(main())
+
+
+async def awaited(future: asyncio.Future):
+    """A caller waiting for its append, as a request does: cancelling it cancels what it awaits."""
+    return await future
 
 
 def test_a_cancelled_append_is_still_written(tmp_path):
@@ -324,12 +329,12 @@ def test_a_cancelled_append_is_still_written(tmp_path):
     async def main():
         log = EventLog(tmp_path, "api")
         await log.start()  # recovers by itself when recover() was not called
-        task = asyncio.create_task(log.append(event))
+        task = asyncio.create_task(awaited(log.submit(event)))
         await asyncio.sleep(0)  # enqueued
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert await log.append(make_event()) == 2
+        assert await log.submit(make_event()) == 2
         await log.close()
 
     asyncio.run(main())
@@ -342,18 +347,18 @@ def test_on_done_tells_a_cancelled_caller_s_seq_and_a_failed_batch(tmp_path, mon
 
     async def body(log):
         first = make_event()
-        task = asyncio.create_task(log.append(first, on_done=lambda seq: done.append(("first", seq))))
+        task = asyncio.create_task(awaited(log.submit(first, on_done=lambda seq: done.append(("first", seq)))))
         await asyncio.sleep(0)
         task.cancel()
-        assert await log.append(make_event(), on_done=lambda seq: done.append(("second", seq))) == 2
+        assert await log.submit(make_event(), on_done=lambda seq: done.append(("second", seq))) == 2
         assert done == [("first", 1), ("second", 2)] and first["seq"] == 1
         monkeypatch.setattr(log, "_write", _enospc)
         with pytest.raises(LogUnavailable):
-            await log.append(make_event(), on_done=lambda seq: done.append(("failed", seq)))
+            await log.submit(make_event(), on_done=lambda seq: done.append(("failed", seq)))
         assert done[-1] == ("failed", None)
         monkeypatch.undo()
         with pytest.raises(ValueError):  # refused at once: on_done is never called
-            await log.append(make_event(occurred_at=None), on_done=lambda seq: done.append(("refused", seq)))
+            await log.submit(make_event(occurred_at=None), on_done=lambda seq: done.append(("refused", seq)))
         assert len(done) == 3
 
     run_log(tmp_path, body, roll_bytes=1 << 30, roll_age_s=3600)
@@ -364,10 +369,10 @@ def test_on_done_tells_a_cancelled_caller_s_seq_and_a_failed_batch(tmp_path, mon
 
 def test_recovery_rolls_a_crashed_wal_once_and_cuts_a_torn_tail(tmp_path):
     async def body(log):
-        await asyncio.gather(*(log.append(make_event()) for _ in range(30)))
+        await asyncio.gather(*(log.submit(make_event()) for _ in range(30)))
         events = [make_event() for _ in range(5)]
         for event in events:
-            await log.append(event, make_transcripts(event))
+            await log.submit(event, make_transcripts(event))
         return [e["event_id"] for e in events]
 
     with_transcripts = run_and_crash(tmp_path, body)
@@ -397,7 +402,7 @@ def _crash_with_batches(data_dir: Path) -> dict[str, int]:
         batches = [[make_event()], [make_event() for _ in range(4)], [make_event() for _ in range(3)]]
         seqs = {}
         for batch in batches:
-            returned = await asyncio.gather(*(log.append(e, make_transcripts(e, 1)) for e in batch))
+            returned = await asyncio.gather(*(log.submit(e, make_transcripts(e, 1)) for e in batch))
             seqs.update(zip((e["event_id"] for e in batch), returned, strict=True))
         assert log.batches == 3
         return seqs
@@ -437,7 +442,7 @@ def test_recovery_drops_a_damaged_last_batch_whole(tmp_path, damage):
     assert read_all(tmp_path / "transcripts", TRANSCRIPT_SCHEMA).num_rows == 5
 
     async def body(log):  # the dropped batch's seqs are handed out again: they were never acknowledged
-        return await log.append(make_event())
+        return await log.submit(make_event())
 
     assert run_log(tmp_path, body) == 6
 
@@ -448,9 +453,9 @@ def test_a_batch_too_large_for_one_record_is_written_as_several(tmp_path, monkey
     events = [make_event() for _ in range(10)]
 
     async def body(log):
-        seqs = await asyncio.gather(*(log.append(e) for e in events))
+        seqs = await asyncio.gather(*(log.submit(e) for e in events))
         with pytest.raises(ValueError):
-            await log.append(make_event(error_code="x" * 2000))
+            await log.submit(make_event(error_code="x" * 2000))
         return log.batches, seqs
 
     batches, seqs = run_and_crash(tmp_path, body)
@@ -467,7 +472,7 @@ def test_a_batch_too_large_for_one_record_is_written_as_several(tmp_path, monkey
 def test_rolling_a_segment_again_after_a_crash_rewrites_the_same_files(tmp_path):
     async def body(log):
         for i in range(6):
-            await log.append(make_event(T0 + timedelta(hours=10 * i)))
+            await log.submit(make_event(T0 + timedelta(hours=10 * i)))
 
     run_and_crash(tmp_path, body)
     (segment,) = wal_files(tmp_path)
@@ -485,7 +490,7 @@ def test_rolling_a_segment_again_after_a_crash_rewrites_the_same_files(tmp_path)
 def test_an_interrupted_roll_leaves_no_file_a_reader_can_see(tmp_path, monkeypatch):
     async def body(log):
         for _ in range(3):
-            await log.append(make_event())
+            await log.submit(make_event())
 
     run_and_crash(tmp_path, body)
 
@@ -510,7 +515,7 @@ def test_an_interrupted_roll_leaves_no_file_a_reader_can_see(tmp_path, monkeypat
 
 def test_recovery_ignores_other_writers_segments(tmp_path):
     async def body(log):
-        await log.append(make_event())
+        await log.submit(make_event())
 
     run_and_crash(tmp_path, body, writer_id="api-2")
     assert EventLog(tmp_path, "api").recover() == 0
@@ -528,16 +533,16 @@ def _enospc(*args):
 
 def test_a_failed_write_fails_its_batch_and_the_log_recovers_by_itself(tmp_path, monkeypatch):
     async def body(log):
-        assert await log.append(make_event()) == 1
+        assert await log.submit(make_event()) == 1
         size = os.path.getsize(log._seg_path)
         monkeypatch.setattr(log, "_write", _enospc)
         failed = [make_event() for _ in range(5)]
-        results = await asyncio.gather(*(log.append(e) for e in failed), return_exceptions=True)
+        results = await asyncio.gather(*(log.submit(e) for e in failed), return_exceptions=True)
         assert all(isinstance(r, LogUnavailable) for r in results)
         assert os.path.getsize(log._seg_path) == size
         assert log.write_errors == 1
         monkeypatch.undo()
-        assert await log.append(make_event()) == 2  # the failed batch took no seq
+        assert await log.submit(make_event()) == 2  # the failed batch took no seq
         return {e["event_id"] for e in failed}
 
     failed = run_log(tmp_path, body, roll_bytes=1 << 30, roll_age_s=3600)
@@ -548,7 +553,7 @@ def test_a_failed_write_fails_its_batch_and_the_log_recovers_by_itself(tmp_path,
 
 def test_a_half_written_batch_is_cut_off(tmp_path, monkeypatch):
     async def body(log):
-        await log.append(make_event())
+        await log.submit(make_event())
         size = os.path.getsize(log._seg_path)
         real_write = log._write
 
@@ -558,10 +563,10 @@ def test_a_half_written_batch_is_cut_off(tmp_path, monkeypatch):
 
         monkeypatch.setattr(log, "_write", half_then_full)
         with pytest.raises(LogUnavailable):
-            await log.append(make_event())
+            await log.submit(make_event())
         assert os.path.getsize(log._seg_path) == size
         monkeypatch.setattr(log, "_write", real_write)
-        return await log.append(make_event())
+        return await log.submit(make_event())
 
     assert run_log(tmp_path, body, roll_bytes=1 << 30, roll_age_s=3600) == 2
     assert sorted(read_all(tmp_path / "events")["seq"].to_pylist()) == [1, 2]
@@ -574,17 +579,17 @@ def test_a_failed_fsync_that_cannot_be_cut_off_yet_is_cut_before_the_next_write(
     failed = make_event()
 
     async def body(log):
-        await log.append(make_event())
+        await log.submit(make_event())
         size = os.path.getsize(log._seg_path)
         monkeypatch.setattr(log, "_fsync", lambda fd: _enospc())
         monkeypatch.setattr(eventlog.os, "ftruncate", lambda fd, n: _enospc())
         with pytest.raises(LogUnavailable):
-            await log.append(failed)
+            await log.submit(failed)
         assert os.path.getsize(log._seg_path) > size  # still there
         with pytest.raises(LogUnavailable):  # still cannot cut it: refuse rather than write after it
-            await log.append(make_event())
+            await log.submit(make_event())
         monkeypatch.undo()
-        assert await log.append(make_event()) == 2
+        assert await log.submit(make_event()) == 2
         return log.write_errors
 
     assert run_and_crash(tmp_path, body) == 2
@@ -603,9 +608,9 @@ def test_a_segment_that_cannot_be_created_fails_the_batch_only(tmp_path, monkeyp
 
         monkeypatch.setattr(log, "_open_segment", refuse)
         with pytest.raises(LogUnavailable):
-            await log.append(make_event())
+            await log.submit(make_event())
         monkeypatch.setattr(log, "_open_segment", real_open)
-        return await log.append(make_event())
+        return await log.submit(make_event())
 
     assert run_log(tmp_path, body) == 1
 
@@ -620,7 +625,7 @@ def _write_history(data_dir: Path) -> list[dict]:
     async def write(log):
         for i in range(6 if log.writer_id == "api" else 3):
             event = make_event(T0 + timedelta(hours=12 * i), tenant_id=f"ten_{i % 2}")
-            await log.append(event)
+            await log.submit(event)
             events.append(dict(event))
 
     run_log(data_dir, write, writer_id="api", roll_bytes=1)
@@ -691,7 +696,7 @@ def test_idempotency_records_survive_a_restart_and_expire(tmp_path):
 
     async def body(log):
         for record in records.values():
-            await log.append(make_event(), idempotency=record)
+            await log.submit(make_event(), idempotency=record)
 
     run_log(tmp_path, body, idempotency_ttl_h=1)
     (stored,) = parquet_files(tmp_path / "idempotency")
@@ -709,12 +714,12 @@ def test_idempotency_records_survive_a_restart_and_expire(tmp_path):
 
 def test_idempotency_records_are_read_from_the_wal_too(tmp_path):
     async def body(log):
-        await log.append(make_event(), idempotency=idem("k1", datetime.now(UTC)))
+        await log.submit(make_event(), idempotency=idem("k1", datetime.now(UTC)))
         return set(log.load_idempotency())
 
     assert run_log(tmp_path, body, roll_bytes=1 << 30, roll_age_s=3600) == {("ten_a", "k1")}
 
-    run_and_crash(tmp_path, lambda log: log.append(make_event(), idempotency=idem("k2", datetime.now(UTC))))
+    run_and_crash(tmp_path, lambda log: log.submit(make_event(), idempotency=idem("k2", datetime.now(UTC))))
     log = EventLog(tmp_path, "api")
     assert set(log.load_idempotency()) == {("ten_a", "k1"), ("ten_a", "k2")}  # before recovery too
     log.recover()
@@ -725,9 +730,9 @@ def test_old_idempotency_files_are_deleted_at_roll_time(tmp_path):
     now = datetime.now(UTC)
 
     async def body(log):
-        await log.append(make_event(), idempotency=idem("old", now - timedelta(hours=1 + 25)))
-        await log.append(make_event(), idempotency=idem("old-but-kept", now - timedelta(hours=20)))
-        await log.append(make_event(), idempotency=idem("old-too", now - timedelta(hours=27)))
+        await log.submit(make_event(), idempotency=idem("old", now - timedelta(hours=1 + 25)))
+        await log.submit(make_event(), idempotency=idem("old-but-kept", now - timedelta(hours=20)))
+        await log.submit(make_event(), idempotency=idem("old-too", now - timedelta(hours=27)))
 
     run_log(tmp_path, body, roll_bytes=1, idempotency_ttl_h=1)
     names = [f.name for f in parquet_files(tmp_path / "idempotency")]
