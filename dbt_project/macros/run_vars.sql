@@ -44,6 +44,16 @@
     ('{{ log_root() | replace("'", "''") }}/' || {{ file }})
 {%- endmacro %}
 
+{% macro read_log_files(files) -%}
+    {#- The given log files (as log_file names them) read as the source reads the whole log: a relation that
+        opens only these files. -#}
+    read_parquet([
+        {%- for file in files -%}
+            '{{ (log_root() ~ '/' ~ file) | replace("'", "''") }}'{{ ', ' if not loop.last }}
+        {%- endfor -%}
+    ], union_by_name = true, hive_partitioning = false, filename = true, file_row_number = true)
+{%- endmacro %}
+
 {% macro log_root() -%}
     {#- The folder of the event log's day partitions. -#}
     {{- return(env_var('CHATMETER_DATA_DIR', '../data') ~ '/events') -}}

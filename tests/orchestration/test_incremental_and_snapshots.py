@@ -143,8 +143,8 @@ def daily_build(settings, day: date) -> subprocess.CompletedProcess:
 
 
 def test_log_check_fails_on_a_malformed_or_twice_counted_event(settings):
-    """log_events_valid: one read of the day's log finds an event filed under the wrong day, an unknown kind,
-    and an event logged twice under two seqs (a copy deduplication cannot see: it is counted twice)."""
+    """log_events_valid on the run's day finds an event filed under the wrong day, an unknown kind, and an event
+    logged twice under two seqs (a copy deduplication cannot see: it is counted twice)."""
     log = EventLog(settings.events_dir)
     day = date(2026, 11, 20)
     at = datetime(2026, 11, 20, 9, tzinfo=UTC)
@@ -173,3 +173,30 @@ def test_log_check_fails_on_a_malformed_or_twice_counted_event(settings):
     log.write([dict(again)])  # the same event appended again: a new seq, a new file
     failed = daily_build(settings, day)
     assert "FAIL 1 log_events_valid" in failed.stdout, failed.stdout[-3000:]
+
+
+def test_log_check_reads_every_day_of_a_full_build(settings):
+    """A full build checks every day it re-processes, not only the current ones (where ids are also counted): an
+    event filed under the wrong day, a little after or before it, is found on a day long past."""
+    log = EventLog(settings.events_dir)
+    old = date(2026, 11, 10)
+    log.write([event("t1", datetime(2026, 11, 10, 9, tzinfo=UTC), input_tokens=10, writer_id="w1") for _ in range(3)])
+    log.write([event("t1", datetime(2026, 11, 20, 9, tzinfo=UTC), input_tokens=10, writer_id="w1")])
+    variables = {"as_of": AS_OF.isoformat()}
+    passed = dbt(settings, "build", "--select", "tag:daily", variables=variables)
+    assert "PASS log_events_valid" in passed.stdout, passed.stdout[-3000:]
+
+    misfiled = event("t1", datetime(2026, 11, 11, 0, 0, tzinfo=UTC), input_tokens=5, writer_id="w2")
+    misfiled["event_date"] = old
+    paths = log.write([misfiled])
+    failed = dbt(settings, "build", "--select", "tag:daily", variables=variables)
+    assert "FAIL 1 log_events_valid" in failed.stdout, failed.stdout[-3000:]
+    paths[0].unlink()
+
+    early = event("t1", datetime(2026, 11, 9, 23, 59, 59, 999999, tzinfo=UTC), input_tokens=5, writer_id="w3")
+    early["event_date"] = old
+    paths = log.write([early])
+    failed = dbt(settings, "build", "--select", "tag:daily", variables=variables)
+    assert "FAIL 1 log_events_valid" in failed.stdout, failed.stdout[-3000:]
+    paths[0].unlink()
+    assert "PASS log_events_valid" in dbt(settings, "build", "--select", "tag:daily", variables=variables).stdout

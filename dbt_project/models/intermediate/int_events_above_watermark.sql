@@ -10,17 +10,14 @@
         ~ " order by 1"
     ) %}
     {%- for row in result.rows %}
-        {%- do files.append("'" ~ (log_root() ~ '/' ~ row[0]) | replace("'", "''") ~ "'") %}
+        {%- do files.append(row[0]) %}
     {%- endfor %}
 {%- endif %}
 
 with
 
 {% if files %}
-{{ staged_events(
-    "read_parquet([" ~ (files | join(', ')) ~ "], union_by_name = true, hive_partitioning = false, "
-    ~ "filename = true, file_row_number = true)"
-) }},
+{{ staged_events(read_log_files(files)) }},
 {% else %}
 {{ staged_events(source('log', 'events'), where='false') }},
 {% endif %}
