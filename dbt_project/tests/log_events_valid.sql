@@ -20,6 +20,7 @@
         {%- do files_by_day.append((day, files.split('\n'))) %}
     {%- endfor %}
 {%- endif %}
+{%- set files = files_by_day | map(attribute=1) | sum(start=[]) | unique | list %}
 
 with
 
@@ -31,10 +32,9 @@ ranges as (
 
 log as not materialized (
 
-    select log.*
-    from {{ source('log', 'events') }} as log
-    semi join (select distinct {{ log_path('file') }} as path from ranges) as files on files.path = log.filename
-    where {{ log_window('log.event_date') }}
+    -- The files int_log_seq_ranges saw for these days, named: no listing of the whole log per read.
+    select * from {{ read_log_files(files) if files else source('log', 'events') }} as log
+    where {{ log_window('log.event_date') if files else 'false' }}
 
 ),
 
