@@ -29,6 +29,9 @@ class ChatRequest:
     top_p: float | None = None
     stop: list[str] | None = None
     user: str | None = None
+    # The input tokens, once a provider that counts them exactly (the simulated one) has counted them for
+    # admission: the call itself then does not count them again.
+    counted_input_tokens: int | None = None
 
 
 @dataclass(slots=True)

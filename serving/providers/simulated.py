@@ -77,16 +77,25 @@ def message_tokens(message: dict[str, Any]) -> int:
     return tokens
 
 
-def input_tokens(request: ChatRequest) -> tuple[int, int]:
-    """(input tokens of the request, tokens of its prefix: everything but the last message)."""
-    total = REPLY_PRIMER_TOKENS
-    if request.tools:
-        total += count_tokens(json.dumps(request.tools))
-    last = 0
-    for message in request.messages:
-        last = message_tokens(message)
-        total += last
-    return total, total - last
+def input_tokens(request: ChatRequest) -> int:
+    """The input tokens of the request, counted once per request."""
+    if request.counted_input_tokens is None:
+        total = REPLY_PRIMER_TOKENS
+        if request.tools:
+            total += count_tokens(json.dumps(request.tools))
+        request.counted_input_tokens = total + sum(message_tokens(message) for message in request.messages)
+    return request.counted_input_tokens
+
+
+def cached_input_tokens(request: ChatRequest, prompt_tokens: int) -> int:
+    """What prompt caching would serve: the prefix (everything but the last message) in whole blocks, from
+    CACHE_MIN_PREFIX_TOKENS."""
+    if prompt_tokens < CACHE_MIN_PREFIX_TOKENS:  # the prefix is shorter still
+        return 0
+    prefix_tokens = prompt_tokens - message_tokens(request.messages[-1])
+    if prefix_tokens < CACHE_MIN_PREFIX_TOKENS:
+        return 0
+    return prefix_tokens // CACHE_BLOCK_TOKENS * CACHE_BLOCK_TOKENS
 
 
 def _sample_value(schema: dict[str, Any]) -> Any:
@@ -146,7 +155,7 @@ class _Answer:
 
 def _answer(request: ChatRequest) -> _Answer:
     """The whole answer to `request`, decided up front so complete() and stream() agree exactly."""
-    prompt_tokens, prefix_tokens = input_tokens(request)
+    prompt_tokens = input_tokens(request)
     digest = hashlib.sha256(
         (request.model + json.dumps(request.messages, sort_keys=True, default=str)).encode()
     ).digest()
@@ -155,9 +164,7 @@ def _answer(request: ChatRequest) -> _Answer:
     if is_reasoning_model(request.model):
         reasoning = min(request.max_tokens // 4, 16 + h % 64)
     budget = request.max_tokens - reasoning
-    cached = 0
-    if prefix_tokens >= CACHE_MIN_PREFIX_TOKENS:
-        cached = prefix_tokens // CACHE_BLOCK_TOKENS * CACHE_BLOCK_TOKENS
+    cached = cached_input_tokens(request, prompt_tokens)
     usage = Usage(input_tokens=prompt_tokens, cached_input_tokens=cached, reasoning_tokens=reasoning)
 
     function = _chosen_function(request)
@@ -199,7 +206,7 @@ class SimulatedProvider:
         self._latency_s = max(0.0, latency_ms) / 1000.0
 
     def input_token_bound(self, request: ChatRequest) -> int:
-        return input_tokens(request)[0]
+        return input_tokens(request)
 
     def estimate_usage(self, request: ChatRequest, delivered: str) -> Usage:
         return Usage(
