@@ -129,6 +129,7 @@ def settle(
     call: Call,
     usage: Usage,
     *,
+    event_id: str | None = None,
     status: str = "ok",
     error_code: str | None = None,
     transcripts: list[dict] = (),
@@ -140,6 +141,7 @@ def settle(
     could not be written), whether or not the caller still waits: a client going away can neither leave a
     durable event uncounted nor let the counters dip below what was used. A plain function handing back
     _record's coroutine: a request waiting for its batch suspends and resumes through one coroutine less.
+    `event_id`, when given, is the id the call already answered with (a new UUIDv7 each time otherwise).
     """
     holds, call.holds = call.holds, []
     return _record(
@@ -148,6 +150,7 @@ def settle(
         status,
         usage,
         utcnow(),
+        event_id=event_id,
         error_code=error_code,
         transcripts=transcripts,
         idempotency=idempotency,
@@ -169,6 +172,7 @@ async def _record(
     usage: Usage,
     at: datetime,
     *,
+    event_id: str | None = None,
     error_code: str | None = None,
     transcripts: list[dict] = (),
     idempotency: dict | None = None,
@@ -178,7 +182,7 @@ async def _record(
     metered = status != "rejected" and (usage.total_tokens or usage.embedding_tokens)
     credits = rt.catalog.credits.for_event(call.kind, call.model) if metered else Decimal(0)
     cost = provider_cost(rt.catalog, call.model, usage, rt.provider.name, at) if metered else Decimal(0)
-    event_id = uuid7()
+    event_id = event_id or uuid7()
     event = {
         "event_id": event_id,
         "idempotency_key": call.idempotency_key,
@@ -205,8 +209,10 @@ async def _record(
         "embedding_tokens": usage.embedding_tokens,
         "error_code": error_code,
     }
-    for row in transcripts:
+    for n, row in enumerate(transcripts):
         row["event_id"] = event_id
+        # Unique as event ids are, without drawing an id per message.
+        row["message_id"] = f"{event_id}:{n}"
         row.setdefault("occurred_at", at)
 
     def durable(seq: int | None) -> None:

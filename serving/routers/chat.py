@@ -156,7 +156,7 @@ def _text(content: str | list[dict[str, Any]] | None) -> str:
 
 
 def transcript_rows(call: Call, messages: list[dict], answer: str | None, start: int) -> list[dict]:
-    """The turn this call added: the last incoming message and the answer."""
+    """The turn this call added: the last incoming message and the answer (their ids come with the event's)."""
     rows = []
     if messages:
         last = messages[-1]
@@ -165,7 +165,6 @@ def transcript_rows(call: Call, messages: list[dict], answer: str | None, start:
         rows.append((len(messages), "assistant", answer))
     return [
         {
-            "message_id": uuid7(),
             "tenant_id": call.subject.tenant_id,
             "end_user_id": call.subject.end_user_id or None,
             "conversation_id": call.conversation_id,
@@ -239,13 +238,16 @@ async def chat_completions(body: ChatCompletionRequest, caller: CallerDep, rt: R
         metrics.REQUESTS.labels("chat", "replayed").inc()
         return _replayed(record, body.stream)
     metered.check_model(rt, body.model)
+    # The id of the event this call settles as; the completion, and a conversation the caller did not name,
+    # are named after it rather than given ids of their own.
+    event_id = uuid7()
     call = Call(
         tenant=caller.tenant,
         subject=metered.Subject(caller.tenant.tenant.tenant_id, caller.api_key_id, body.user or ""),
         kind="chat",
         model=body.model,
         context="api",
-        conversation_id=conversation_id or uuid7(),
+        conversation_id=conversation_id or event_id,
         idempotency_key=idempotency_key,
     )
     request = chat_request(body)
@@ -265,10 +267,10 @@ async def chat_completions(body: ChatCompletionRequest, caller: CallerDep, rt: R
     headers = {"x-chatmeter-max-tokens": str(hold.max_tokens)}
     if hold.clamped:
         headers["x-chatmeter-max-tokens-clamped"] = "true"
-    completion_id = f"chatcmpl-{uuid7().replace('-', '')}"
+    completion_id = f"chatcmpl-{event_id.replace('-', '')}"
     created = int(time.time())
     if body.stream:
-        stream = _stream(rt, call, request, completion_id, created, idem_slot, request_hash)
+        stream = _stream(rt, call, request, event_id, completion_id, created, idem_slot, request_hash)
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
     try:
         try:
@@ -281,6 +283,7 @@ async def chat_completions(body: ChatCompletionRequest, caller: CallerDep, rt: R
             rt,
             call,
             completion.usage,
+            event_id=event_id,
             transcripts=transcript_rows(call, messages, completion.content, 0),
             idempotency=idem,
         )
@@ -363,6 +366,7 @@ async def _stream(
     rt: Runtime,
     call: Call,
     request: ChatRequest,
+    event_id: str,
     completion_id: str,
     created: int,
     idem_slot: tuple[str, str] | None,
@@ -406,6 +410,7 @@ async def _stream(
                 rt,
                 call,
                 partial,
+                event_id=event_id,
                 status="error",
                 error_code=code,
                 transcripts=transcript_rows(call, request.messages, "".join(delivered), 0),
@@ -423,7 +428,12 @@ async def _stream(
         settled = True
         try:
             await metered.settle(
-                rt, call, usage, transcripts=transcript_rows(call, request.messages, answer, 0), idempotency=idem
+                rt,
+                call,
+                usage,
+                event_id=event_id,
+                transcripts=transcript_rows(call, request.messages, answer, 0),
+                idempotency=idem,
             )
         except ApiError as exc:
             yield _sse(exc.body())
@@ -440,6 +450,7 @@ async def _stream(
                 rt,
                 call,
                 partial,
+                event_id=event_id,
                 status="error",
                 error_code="client_disconnected",
                 transcripts=transcript_rows(call, request.messages, "".join(delivered), 0),
