@@ -44,14 +44,35 @@
     ('{{ log_root() | replace("'", "''") }}/' || {{ file }})
 {%- endmacro %}
 
+{% macro seen_log_files(where, by_day=false) -%}
+    {#- The log files int_log_seq_ranges saw in its ranges matching `where` (a condition on `ranges`, e.g. on
+        usage_date): a list, or with by_day a list of (day, files). Empty when dbt only parses. -#}
+    {%- set by_days, files, ranges = [], [], ref('int_log_seq_ranges') -%}
+    {%- if execute -%}
+        {%- set result = run_query(
+            "select usage_date, string_agg(distinct file, chr(10) order by file) from " ~ ranges
+            ~ " as ranges where " ~ where ~ " group by 1 order by 1"
+        ) -%}
+        {%- for day, day_files in result.rows -%}
+            {%- do by_days.append((day, day_files.split('\n'))) -%}
+            {%- do files.extend(day_files.split('\n')) -%}
+        {%- endfor -%}
+    {%- endif -%}
+    {{- return(by_days if by_day else files | unique | list) -}}
+{%- endmacro %}
+
 {% macro read_log_files(files) -%}
-    {#- The given log files (as log_file names them) read as the source reads the whole log: a relation that
-        opens only these files. -#}
+    {#- The given log files (as log_file names them) read as the source reads the whole log, opening only these
+        (listing the whole log costs more than reading a day of it); none: the source, empty. -#}
+    {%- if files -%}
     read_parquet([
         {%- for file in files -%}
             '{{ (log_root() ~ '/' ~ file) | replace("'", "''") }}'{{ ', ' if not loop.last }}
         {%- endfor -%}
     ], union_by_name = true, hive_partitioning = false, filename = true, file_row_number = true)
+    {%- else -%}
+    (select * from {{ source('log', 'events') }} where false)
+    {%- endif -%}
 {%- endmacro %}
 
 {% macro log_root() -%}

@@ -2,8 +2,9 @@
     stg_events (the whole log, every row checked for copies) and the daily models, which read the log itself so
     that every run renders the log's current location (a view keeps the path it was created with):
     - where: a condition on the log's columns (e.g. the run's days, on event_date);
-    - files: a relation of (file, copies_possible): only these files are read (the ones int_log_seq_ranges saw),
-      and only rows of files that may hold copies are deduplicated (the sort is the costly part, copies rare). -#}
+    - files: a relation of (file, copies_possible): only these files are read (the ones int_log_seq_ranges saw;
+      `relation` then names them, read_log_files), and only rows of files that may hold copies are deduplicated
+      (the sort is the costly part, copies rare). -#}
 
 {% macro staged_events(relation, where=none, files=none) %}
 

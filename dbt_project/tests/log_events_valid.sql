@@ -10,17 +10,8 @@
 {{ config(tags=['daily']) }}
 
 {%- set current_days = "log.event_date >= cast('" ~ as_of_day() ~ "' as date) - 1" %}
-{%- set files_by_day = [] %}
-{%- if execute %}
-    {%- set result = run_query(
-        "select usage_date, string_agg(distinct file, chr(10) order by file) from " ~ ref('int_log_seq_ranges')
-        ~ " where " ~ log_window('usage_date') ~ " group by 1 order by 1"
-    ) %}
-    {%- for day, files in result.rows %}
-        {%- do files_by_day.append((day, files.split('\n'))) %}
-    {%- endfor %}
-{%- endif %}
-{%- set files = files_by_day | map(attribute=1) | sum(start=[]) | unique | list %}
+{%- set files_by_day = seen_log_files(log_window('usage_date'), by_day=true) %}
+{%- set files = seen_log_files(log_window('usage_date')) %}
 
 with
 
@@ -33,8 +24,7 @@ ranges as (
 log as not materialized (
 
     -- The files int_log_seq_ranges saw for these days, named: no listing of the whole log per read.
-    select * from {{ read_log_files(files) if files else source('log', 'events') }} as log
-    where {{ log_window('log.event_date') if files else 'false' }}
+    select * from {{ read_log_files(files) }} as log where {{ log_window('log.event_date') }}
 
 ),
 

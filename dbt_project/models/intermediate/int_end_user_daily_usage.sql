@@ -22,7 +22,7 @@ with
 
 -- Literal dates, so that DuckDB skips the other days' files. A copy of an event has its tenant.
 {{ staged_events(
-    source('log', 'events'),
+    read_log_files(seen_log_files('usage_date ' ~ days)),
     where='event_date ' ~ days ~ ' and tenant_id in (select tenant_id from ' ~ ref('int_current_plans')
         ~ ' where limits_end_users)',
     files='files',

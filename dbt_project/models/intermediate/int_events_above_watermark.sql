@@ -2,25 +2,14 @@
 -- writer whose seq 1 is missing): limit_snapshot takes them back out, as the API counts them live. Read from
 -- exactly the files and days int_log_seq_ranges recorded with such seqs; none (no scan) when the log is dense.
 
-{%- set files = [] %}
-{%- if execute %}
-    {%- set result = run_query(
-        "select distinct r.file from " ~ ref('int_log_seq_ranges') ~ " as r left join "
-        ~ ref('snapshot_watermarks') ~ " as w using (writer_id) where r.seq_to > coalesce(w.watermark, 0)"
-        ~ " order by 1"
-    ) %}
-    {%- for row in result.rows %}
-        {%- do files.append(row[0]) %}
-    {%- endfor %}
-{%- endif %}
+{%- set files = seen_log_files(
+    "seq_to > coalesce((select w.watermark from " ~ ref('snapshot_watermarks') ~ " as w "
+    ~ "where w.writer_id = ranges.writer_id), 0)"
+) %}
 
 with
 
-{% if files %}
 {{ staged_events(read_log_files(files)) }},
-{% else %}
-{{ staged_events(source('log', 'events'), where='false') }},
-{% endif %}
 
 ranges as (
 

@@ -16,7 +16,9 @@ with
 
 {{ log_files(log_window('usage_date')) }},
 
-{{ staged_events(source('log', 'events'), where=log_window('event_date'), files='files') }},
+{{ staged_events(
+    read_log_files(seen_log_files(log_window('usage_date'))), where=log_window('event_date'), files='files'
+) }},
 
 daily as (
 
