@@ -2,8 +2,8 @@
 serving writes it): a full build, the same build (the same tenants) over a one-event log (the fixed cost of dbt
 and Dagster), a bare DuckDB GROUP BY over the same Parquet, and one new day on top of the history. Every figure is
 a whole `chatmeter pipeline run` (every asset, one run); the new day's run re-processes only that day's partition
-of the daily models. Each is the median of BENCH_PIPELINE_REPEATS runs; the one-event run alternates with the others (its
-median over all of them is fixed_s), so that drift in the machine's speed moves both alike.
+of the daily models. Each is the median of BENCH_PIPELINE_REPEATS runs; the one-event run alternates with the
+others (its median over all of them is fixed_s), so that drift in the machine's speed moves both alike.
 
 Each run's `work` is also reported: the time inside it that does the pipeline's work, as Dagster recorded it (every
 dbt node's execution time, plus every Python asset's step), without the start-up of Python, Dagster and dbt, whose
