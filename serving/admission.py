@@ -11,7 +11,7 @@ import itertools
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -26,6 +26,14 @@ Num = int | Decimal
 EXPIRY_SWEEP_S = 1.0
 # (tenant_id, scope, scope_id, meter, window, window_start as epoch seconds)
 CounterKey = tuple[str, str, str, str, str, int]
+# One window of one scope, (tenant_id, scope, scope_id, window, window_start as epoch seconds): the live counters
+# keep every meter of it in one entry, so an event updates six entries, not six per meter it used.
+WindowKey = tuple[str, str, str, str, int]
+METER_INDEX = {meter: i for i, meter in enumerate(METERS)}
+
+
+def window_key(key: CounterKey) -> WindowKey:
+    return (key[0], key[1], key[2], key[4], key[5])
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +56,13 @@ class Rule:
     window: Window
     key: CounterKey
     hard: Num
+    # Where the live counters keep it: its window's entry, and the meter's place in the entry.
+    live_key: WindowKey = field(init=False, repr=False, compare=False)
+    meter_index: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "live_key", window_key(self.key))
+        object.__setattr__(self, "meter_index", METER_INDEX[self.key[3]])
 
 
 @dataclass(slots=True)
@@ -94,30 +109,18 @@ def contributions(subject: Subject, anchor_day: int, at: datetime, amounts: dict
 
 
 @lru_cache(maxsize=8192)
-def _counter_keys(tenant: str, key: str, user: str, day: int, month: int) -> tuple[tuple[CounterKey, ...], ...]:
-    """Per meter, the counters an event of this key and end user on this day adds to: every scope x both
-    windows. The same for every such event, so built once (the live counters keep the same tuples as keys,
-    so this holds little of its own, and finds them by identity)."""
-    return tuple(
-        (
-            (tenant, "tenant", tenant, meter, "day", day),
-            (tenant, "tenant", tenant, meter, "month", month),
-            (tenant, "end_user", user, meter, "day", day),
-            (tenant, "end_user", user, meter, "month", month),
-            (tenant, "key", key, meter, "day", day),
-            (tenant, "key", key, meter, "month", month),
-        )
-        for meter in METERS
+def _window_keys(tenant: str, key: str, user: str, day: int, month: int) -> tuple[WindowKey, ...]:
+    """The windows an event of this key and end user on this day counts in: every scope x both windows. The
+    same for every such event, so built once (the live counters keep the same tuples as keys, so this holds
+    little of its own, and finds them by identity)."""
+    return (
+        (tenant, "tenant", tenant, "day", day),
+        (tenant, "tenant", tenant, "month", month),
+        (tenant, "end_user", user, "day", day),
+        (tenant, "end_user", user, "month", month),
+        (tenant, "key", key, "day", day),
+        (tenant, "key", key, "month", month),
     )
-
-
-def counter_deltas(counted: Counted) -> list[tuple[CounterKey, Num]]:
-    """The counters an event adds to, with the amount: each meter it used x every scope x both windows."""
-    deltas: list[tuple[CounterKey, Num]] = []
-    for keys, amount in zip(_counter_keys(*counted[:5]), counted[5:], strict=True):
-        if amount:
-            deltas += [(key, amount) for key in keys]
-    return deltas
 
 
 @dataclass
@@ -127,7 +130,8 @@ class Admission:
     hold_ttl_s: float = 120.0
     clock: Callable[[], float] = time.monotonic
     baseline: dict[CounterKey, Num] = field(default_factory=dict)
-    live: defaultdict[CounterKey, Num] = field(default_factory=lambda: defaultdict(int))
+    # Per window of a scope, what live events added to each meter (in METERS order).
+    live: dict[WindowKey, list[Num]] = field(default_factory=dict)
     held: defaultdict[CounterKey, Num] = field(default_factory=lambda: defaultdict(int))
     watermark: dict[str, int] = field(default_factory=dict)
     snapshot_id: str | None = None
@@ -153,7 +157,8 @@ class Admission:
 
     def used(self, key: CounterKey) -> Num:
         """Settled usage: the snapshot's count plus live events after its watermark."""
-        return self.counted(key) + self.live.get(key, 0)
+        live = self.live.get(window_key(key))
+        return self.counted(key) + (live[METER_INDEX[key[3]]] if live else 0)
 
     def reserved(self, key: CounterKey) -> Num:
         return self.held.get(key, 0)
@@ -203,7 +208,10 @@ class Admission:
         for rule in rules:
             key = rule.key
             meter = key[3]
-            used = counted(key) + live.get(key, 0) + held.get(key, 0)
+            live_counts = live.get(rule.live_key)
+            used = counted(key) + held.get(key, 0)
+            if live_counts:
+                used += live_counts[rule.meter_index]
             headroom = rule.hard - used
             if meter == "tokens":
                 if not chat:
@@ -263,12 +271,22 @@ class Admission:
         """Count a durable event as live, unless the snapshot in force already includes it."""
         if seq <= self.watermark.get(writer_id, 0):
             return
-        live = self.live
-        for keys, amount in zip(_counter_keys(*counted[:5]), counted[5:], strict=True):
-            if amount:
-                for key in keys:
-                    live[key] += amount
+        self._count(counted[:5], counted[5:], 1)
         self._retained[writer_id].append((seq, *counted))
+
+    def _count(self, where: tuple, amounts: Sequence[Num], sign: int) -> None:
+        """Add (sign 1) or take back (sign -1) an event's amounts per meter in each of its windows; a window
+        whose meters are all back to zero is dropped."""
+        added = [(i, amount * sign) for i, amount in enumerate(amounts) if amount]
+        live = self.live
+        for key in _window_keys(*where):
+            counts = live.get(key)
+            if counts is None:
+                counts = live[key] = [0] * len(METERS)
+            for i, amount in added:
+                counts[i] += amount
+            if sign < 0 and not any(counts):
+                del live[key]
 
     # --- snapshots ---
 
@@ -289,12 +307,7 @@ class Admission:
             while retained and retained[0][0] <= mark:
                 event = retained.popleft()
                 dropped += 1
-                for key, amount in counter_deltas(event[1:]):
-                    left = self.live.get(key, 0) - amount
-                    if left:
-                        self.live[key] = left
-                    else:
-                        self.live.pop(key, None)
+                self._count(event[1:6], event[6:], -1)
         self.baseline = rows
         self.end_users_uncounted = end_users_uncounted
         self.watermark = dict(watermark)
