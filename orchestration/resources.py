@@ -58,16 +58,23 @@ def metadata_dir(settings: Settings) -> Path:
     return pipeline_dir(settings) / "metadata"
 
 
+def empty_event_file(settings: Settings) -> Path:
+    """An empty file of the event schema: read where no log file is (DuckDB refuses a glob that matches nothing,
+    and a glob of the whole log opens every file of it)."""
+    placeholder = pipeline_dir(settings) / "empty_events.parquet"
+    if not placeholder.exists() or not pq.read_schema(placeholder).equals(EVENT_SCHEMA):
+        placeholder.parent.mkdir(parents=True, exist_ok=True)
+        written = placeholder.with_suffix(f".{os.getpid()}.tmp")
+        pq.write_table(EVENT_SCHEMA.empty_table(), written)
+        written.replace(placeholder)
+    return placeholder.resolve()
+
+
 def event_files(settings: Settings) -> str:
-    """The Parquet glob dbt reads the log from; an empty file of the event schema while the log holds none
-    (DuckDB refuses a glob that matches nothing)."""
+    """The Parquet glob dbt reads the log from; the empty file while the log holds none."""
     if any(settings.events_dir.glob("*/*.parquet")):
         return str(settings.data_dir.resolve() / EVENT_GLOB)
-    placeholder = pipeline_dir(settings) / "empty_events.parquet"
-    if not placeholder.exists():
-        placeholder.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(EVENT_SCHEMA.empty_table(), placeholder)
-    return str(placeholder.resolve())
+    return str(empty_event_file(settings))
 
 
 def dbt_environment(settings: Settings, variables: dict[str, str] | None = None) -> dict[str, str]:
@@ -78,6 +85,7 @@ def dbt_environment(settings: Settings, variables: dict[str, str] | None = None)
         "CHATMETER_DATA_DIR": str(settings.data_dir.resolve()),
         "CHATMETER_WAREHOUSE": str(settings.warehouse_path.resolve()),
         "CHATMETER_EVENT_FILES": event_files(settings),
+        "CHATMETER_EMPTY_EVENTS": str(empty_event_file(settings)),
         **run_environment(variables or {}),
     }
 

@@ -63,16 +63,37 @@
 
 {% macro read_log_files(files) -%}
     {#- The given log files (as log_file names them) read as the source reads the whole log, opening only these
-        (listing the whole log costs more than reading a day of it); none: the source, empty. -#}
+        (opening the whole log costs more than reading a day of it); none: an empty file of its schema. While dbt
+        parses (no files yet) the source itself, so that every model reading the log depends on it. -#}
     {%- if files -%}
     read_parquet([
         {%- for file in files -%}
             '{{ (log_root() ~ '/' ~ file) | replace("'", "''") }}'{{ ', ' if not loop.last }}
         {%- endfor -%}
     ], union_by_name = true, hive_partitioning = false, filename = true, file_row_number = true)
+    {%- elif execute and env_var('CHATMETER_EMPTY_EVENTS', '') -%}
+    read_parquet('{{ env_var('CHATMETER_EMPTY_EVENTS') | replace("'", "''") }}', union_by_name = true,
+        hive_partitioning = false, filename = true, file_row_number = true)
     {%- else -%}
     (select * from {{ source('log', 'events') }} where false)
     {%- endif -%}
+{%- endmacro %}
+
+{% macro logged_files(where) -%}
+    {#- The log's files (as log_file names them) whose day folder matches `where` (a condition on `day`), listed
+        without opening any: a run opens the files of its days only, however long the log. Empty when dbt only
+        parses. -#}
+    {%- set files = [] -%}
+    {%- if execute -%}
+        {%- set result = run_query(
+            "select file from (select " ~ log_file('file') ~ " as file, "
+            ~ "try_cast(regexp_extract(file, 'event_date=([0-9-]+)/[^/]+$', 1) as date) as day "
+            ~ "from glob('" ~ (log_root() ~ '/*/*.parquet') | replace("'", "''") ~ "')) "
+            ~ "where " ~ where ~ " order by 1"
+        ) -%}
+        {%- set files = result.columns[0].values() | list -%}
+    {%- endif -%}
+    {{- return(files) -}}
 {%- endmacro %}
 
 {% macro log_root() -%}

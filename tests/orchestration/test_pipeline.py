@@ -2,16 +2,18 @@ import json
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from chatmeter.schemas import SNAPSHOT_SCHEMA
+from chatmeter.schemas import EVENT_SCHEMA, SNAPSHOT_SCHEMA
+from chatmeter.settings import Settings
 from orchestration.defs.dbt.checks import (
     invoice_totals_equal_lines,
     log_events_equal_daily_usage,
     snapshot_usage_equals_daily,
 )
 from orchestration.defs.snapshots.publish import read_current
-from orchestration.resources import chatmeter_resource
+from orchestration.resources import chatmeter_resource, empty_event_file
 from tests.orchestration.factories import AS_OF
 from tests.orchestration.helpers import dbt
 
@@ -139,3 +141,15 @@ def test_forecasts(built):
     assert tokens["will_exceed"] and tokens["days_until_limit"] < 10
     assert tokens["recommended_plan"] is not None
     assert json.dumps(rows, default=str)
+
+
+def test_empty_event_file_follows_the_event_schema(tmp_path):
+    """Where dbt reads no log file it reads an empty file of the event schema: rewritten when the schema moved on
+    (a column added since it was written), so a model never binds to a column the file lacks."""
+    settings = Settings(data_dir=tmp_path, _env_file=None)
+    stale = pa.schema([field for field in EVENT_SCHEMA if field.name != "error_code"])
+    path = empty_event_file(settings)
+    pq.write_table(stale.empty_table(), path)
+    assert empty_event_file(settings) == path
+    assert pq.read_schema(path).equals(EVENT_SCHEMA)
+    assert pq.read_table(path).num_rows == 0

@@ -25,7 +25,7 @@ in_window as (
         writer_id,
         cast(seq as bigint) as seq,
         cast(seq as bigint) - file_row_number as offset_in_file
-    from {{ source('log', 'events') }}
+    from {{ read_log_files(logged_files(log_window('day'))) }}
     where {{ log_window('event_date') }}
 
 ),
