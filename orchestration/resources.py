@@ -3,7 +3,7 @@
 import contextlib
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -68,6 +68,20 @@ def empty_event_file(settings: Settings) -> Path:
         pq.write_table(EVENT_SCHEMA.empty_table(), written)
         written.replace(placeholder)
     return placeholder.resolve()
+
+
+def event_files_of_days(settings: Settings, first: date, last: date | None = None) -> list[str]:
+    """The log's files in the day folders first..last (no last: every later day), for a check of those days that
+    opens them only, not every file of the log; the empty file when there is none."""
+    files = []
+    for folder in settings.events_dir.glob("event_date=*"):
+        try:
+            day = date.fromisoformat(folder.name.split("=", 1)[1])
+        except ValueError:
+            continue
+        if first <= day and (last is None or day <= last):
+            files.extend(str(path.resolve()) for path in folder.glob("*.parquet"))
+    return sorted(files) or [str(empty_event_file(settings))]
 
 
 def event_files(settings: Settings) -> str:

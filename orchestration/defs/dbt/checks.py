@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from orchestration.resources import ChatmeterResource, event_files
+from orchestration.resources import ChatmeterResource, event_files_of_days
 from orchestration.warehouse import connect
 
 # The days the daily job re-processes (yesterday, for late events, and today): older days are final, and were
@@ -23,11 +23,11 @@ def log_events_equal_daily_usage(chatmeter: ChatmeterResource) -> dg.AssetCheckR
     since = chatmeter.now().date() - timedelta(days=RECONCILED_DAYS - 1)
     with connect(settings) as con:
         rows = con.execute(
-            f"""
+            """
             with logged as (
                 select cast(cast(occurred_at as timestamptz) as date) as usage_date,
                     count(distinct event_id) as events
-                from read_parquet('{event_files(settings)}', union_by_name = true, hive_partitioning = false)
+                from read_parquet($files, union_by_name = true, hive_partitioning = false)
                 where event_date >= $since
                 group by 1
             ),
@@ -39,7 +39,7 @@ def log_events_equal_daily_usage(chatmeter: ChatmeterResource) -> dg.AssetCheckR
             where coalesce(logged.events, 0) <> coalesce(counted.events, 0)
             order by 1
             """,
-            {"since": since},
+            {"since": since, "files": event_files_of_days(settings, since)},
         ).fetchall()
     fewer = [r for r in rows if r[1] < r[2]]
     return dg.AssetCheckResult(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestration.resources import ChatmeterResource, event_files
+from orchestration.resources import ChatmeterResource, event_files_of_days
 from orchestration.warehouse import connect
 
 
@@ -38,19 +38,21 @@ def transcript_retention(chatmeter: ChatmeterResource) -> dg.MaterializeResult:
     if candidates:
         with connect(settings) as con:
             days = [d for d, _ in candidates]
+            first, last = min(days), max(days)
             logged = dict(
                 con.execute(
                     "select cast(cast(occurred_at as timestamptz) as date) as d, count(distinct event_id) "
-                    f"from read_parquet('{event_files(settings)}', union_by_name = true, hive_partitioning = false) "
+                    "from read_parquet(?, union_by_name = true, hive_partitioning = false) "
                     "where cast(cast(occurred_at as timestamptz) as date) between ? and ? group by 1",
-                    [min(days), max(days)],
+                    # The days' folders, and a day's on each side: the day here is occurred_at's, not the folder's.
+                    [event_files_of_days(settings, first - timedelta(1), last + timedelta(1)), first, last],
                 ).fetchall()
             )
             counted = dict(
                 con.execute(
                     "select usage_date, sum(events)::bigint from fct_daily_usage where usage_date between ? and ? "
                     "group by 1",
-                    [min(days), max(days)],
+                    [first, last],
                 ).fetchall()
             )
         for day, folder in candidates:
