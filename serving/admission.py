@@ -104,7 +104,7 @@ def contributions(subject: Subject, anchor_day: int, at: datetime, amounts: dict
         subject.end_user_id,
         day_window(at).start_epoch,
         billing_month(at, anchor_day).start_epoch,
-        *(amounts.get(meter, 0) for meter in METERS),
+        *[amounts.get(meter, 0) for meter in METERS],
     )
 
 
@@ -203,13 +203,16 @@ class Admission:
             self.expire(now)
         chat = kind == "chat"
         effective = max_tokens
-        counted, live, held = self.counted, self.live, self.held
+        baseline, live, held = self.baseline, self.live, self.held
+        uncounted = self.end_users_uncounted
         wanted: list[tuple[CounterKey, Num | None]] = []  # None: the token hold, known once clamped
         for rule in rules:
             key = rule.key
             meter = key[3]
             live_counts = live.get(rule.live_key)
-            used = counted(key) + held.get(key, 0)
+            # counted(key), without the call for the tenants whose end users the snapshot counted (nearly all)
+            counted = self.counted(key) if uncounted and key[0] in uncounted else baseline.get(key, 0)
+            used = counted + held.get(key, 0)
             if live_counts:
                 used += live_counts[rule.meter_index]
             headroom = rule.hard - used

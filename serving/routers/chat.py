@@ -198,20 +198,24 @@ def _replay(rt: Runtime, tenant_id: str, key: str | None, request_hash: str) -> 
 
 # Optional headers, read directly: as FastAPI parameters they cost more than the rest of admission together.
 CHAT_HEADERS = {"Idempotency-Key": 255, "x-conversation-id": 128}
+_RAW_CHAT_HEADERS = {name.lower().encode("latin-1"): name for name in CHAT_HEADERS}
 _HEADER_DOCS = {
     "Idempotency-Key": "A retried request with the same key is answered once and metered once (24 h).",
     "x-conversation-id": "Groups calls into one conversation in the transcripts.",
 }
 
 
-def optional_header(http: Request, name: str) -> str | None:
-    headers = http.headers
-    if name not in headers:  # the common case, without the KeyError a lookup that misses raises and catches
-        return None
-    value = headers[name]
-    if len(value) > CHAT_HEADERS[name]:
-        raise ApiError(422, f"header {name}: at most {CHAT_HEADERS[name]} characters", code="invalid_request")
-    return value
+def optional_headers(http: Request) -> dict[str, str]:
+    """The optional headers the request carries (the first of each), in one pass over its raw headers (ASGI
+    gives their names in lower case) rather than a case-insensitive search per header."""
+    found: dict[str, str] = {}
+    for raw, value in http.scope["headers"]:
+        name = _RAW_CHAT_HEADERS.get(raw)
+        if name is not None and name not in found:
+            if len(value) > CHAT_HEADERS[name]:  # latin-1: as many characters as bytes
+                raise ApiError(422, f"header {name}: at most {CHAT_HEADERS[name]} characters", code="invalid_request")
+            found[name] = value.decode("latin-1")
+    return found
 
 
 @router.post(
@@ -230,8 +234,9 @@ def optional_header(http: Request, name: str) -> str | None:
     },
 )
 async def chat_completions(body: ChatCompletionRequest, caller: CallerDep, rt: RuntimeDep, http: Request):
-    idempotency_key = optional_header(http, "Idempotency-Key")
-    conversation_id = optional_header(http, "x-conversation-id")
+    optional = optional_headers(http)
+    idempotency_key = optional.get("Idempotency-Key")
+    conversation_id = optional.get("x-conversation-id")
     request_hash = _request_hash(body) if idempotency_key else ""
     record = _replay(rt, caller.tenant.tenant.tenant_id, idempotency_key, request_hash)
     if record is not None:
@@ -279,6 +284,8 @@ async def chat_completions(body: ChatCompletionRequest, caller: CallerDep, rt: R
             raise await _provider_failed(rt, call, exc) from None
         payload = completion_json(completion_id, created, body.model, completion)
         idem = _idempotency_record(call, idempotency_key, request_hash, payload)
+        # Rendered while its data is fresh in the cache, sent once the event is durable.
+        response = JSONResponse(payload, headers=headers)
         await metered.settle(
             rt,
             call,
@@ -288,7 +295,7 @@ async def chat_completions(body: ChatCompletionRequest, caller: CallerDep, rt: R
             idempotency=idem,
         )
         metrics.CHAT_LATENCY.observe(time.perf_counter() - call.started)
-        return JSONResponse(payload, headers=headers)
+        return response
     finally:
         if idem_slot:
             rt.in_flight.pop(idem_slot, None)
