@@ -11,7 +11,7 @@
 
 {%- set current_days = "log.event_date >= cast('" ~ as_of_day() ~ "' as date) - 1" %}
 {%- set files_by_day = seen_log_files(log_window('usage_date'), by_day=true) %}
-{%- set files = seen_log_files(log_window('usage_date')) %}
+{%- set files = files_by_day | map(attribute=1) | sum(start=[]) | unique | list %}
 
 with
 
