@@ -117,8 +117,7 @@ class Runtime:
         self._snapshot_mtime = snapshots.manifest_mtime(self.settings.snapshots_dir)
         if self._snapshot_mtime is not None:
             try:
-                snap = snapshots.load_snapshot(self.settings.snapshots_dir)
-                self.admission.apply_snapshot(snap.snapshot_id, snap.rows, snap.watermark, snap.end_users_uncounted)
+                self._apply_snapshot(snapshots.load_snapshot(self.settings.snapshots_dir))
             except (snapshots.SnapshotError, ValueError) as exc:
                 self.snapshot_errors += 1
                 log.error("limit snapshot ignored: %s", exc)
@@ -177,6 +176,10 @@ class Runtime:
             self.forget_tenant(tenant_id)
         return suspended
 
+    def _apply_snapshot(self, snap: snapshots.Snapshot) -> int:
+        """Put `snap` in force; the live events it folds in."""
+        return self.admission.apply_snapshot(snap.snapshot_id, snap.rows, snap.watermark, snap.end_users_uncounted)
+
     def check_snapshot(self) -> bool:
         mtime = snapshots.manifest_mtime(self.settings.snapshots_dir)
         if mtime is None or mtime == self._snapshot_mtime:
@@ -186,9 +189,7 @@ class Runtime:
             snap = snapshots.load_snapshot(self.settings.snapshots_dir)
             if snap.snapshot_id == self.admission.snapshot_id:
                 return False
-            dropped = self.admission.apply_snapshot(
-                snap.snapshot_id, snap.rows, snap.watermark, snap.end_users_uncounted
-            )
+            dropped = self._apply_snapshot(snap)
         except (snapshots.SnapshotError, ValueError) as exc:
             self.snapshot_errors += 1
             log.error("limit snapshot ignored, the previous one stays in force: %s", exc)
