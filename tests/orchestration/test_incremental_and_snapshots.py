@@ -136,6 +136,26 @@ def test_watermark_is_the_dense_prefix(settings):
     assert (settings.snapshots_dir / first_file).exists()  # the previous file stays for readers mid-swap
 
 
+def test_a_file_with_a_gap_or_a_repeated_seq_is_split_into_ranges(settings):
+    """A file not in seq order without gaps (a hand-made or recovered one) is read row by row: its ranges are
+    the runs of consecutive seqs, a repeated seq counts twice in `events`, and the watermark stops at its gap."""
+    log = EventLog(settings.events_dir)
+    at = datetime(2026, 11, 20, 8, tzinfo=UTC)
+    events = log.number([event("t1", at, input_tokens=10, writer_id="api-1") for _ in range(6)])
+    repeated = dict(events[1], event_id="copy-of-2")  # seq 2 twice
+    log.write([*events[:3], repeated, *events[4:]], numbered=True)  # one file: seqs 1, 2, 2, 3, 5, 6
+    built = dbt(settings, "run", "--select", "+snapshot_watermarks", variables={"as_of": AS_OF.isoformat()})
+    assert built.returncode == 0, built.stdout[-3000:]
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        ranges = con.execute("select seq_from, seq_to, events from int_log_seq_ranges order by seq_from").fetchall()
+        watermark = con.execute("select writer_id, watermark from snapshot_watermarks").fetchall()
+    finally:
+        con.close()
+    assert ranges == [(1, 3, 4), (5, 6, 2)]
+    assert watermark == [("api-1", 3)]
+
+
 def daily_build(settings, day: date) -> subprocess.CompletedProcess:
     """The daily models and the log's test for one day, as the daily run builds them."""
     variables = {"as_of": AS_OF.isoformat(), "min_date": day.isoformat(), "max_date": day.isoformat()}
