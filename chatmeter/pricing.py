@@ -71,6 +71,34 @@ def _rate(price, total_input: int) -> Decimal | None:
     return rate
 
 
+Rates = tuple[Decimal, Decimal, Decimal, Decimal]  # per million: input, cache read, cache write, output
+
+
+def _rates(prices: dict, total_input: int) -> Rates:
+    """The rates that apply to a call with `total_input` input tokens; cached tokens are priced as input
+    where the model has no price of their own."""
+    input_rate = _rate(prices.get("input_mtok"), total_input) or Decimal(0)
+    read = _rate(prices.get("cache_read_mtok"), total_input)
+    write = _rate(prices.get("cache_write_mtok"), total_input)
+    return (
+        input_rate,
+        input_rate if read is None else read,
+        input_rate if write is None else write,
+        _rate(prices.get("output_mtok"), total_input) or Decimal(0),
+    )
+
+
+@lru_cache(maxsize=4096)
+def _flat_rates(model: str, provider: str | None, day: date) -> Rates | None:
+    """The rates of `model` on `day` when none of its prices is tiered (nearly every model), resolved once, so
+    that pricing a call is four products (this runs on every request). None when a rate depends on the call's
+    input (tiers) or genai-prices must price it."""
+    prices = _token_prices(model, _owner(model, provider), day)
+    if prices is None or any(not isinstance(prices.get(name), Decimal | None) for name in _TOKEN_PRICES):
+        return None
+    return _rates(prices, 0)
+
+
 def provider_cost(
     catalog: Catalog, model: str, usage: Usage, provider: str | None = None, at: datetime | None = None
 ) -> Decimal:
@@ -85,28 +113,24 @@ def provider_cost(
         cost += cached * (price.cache_read_mtok if price.cache_read_mtok is not None else price.input_mtok)
         cost += written * (price.cache_write_mtok if price.cache_write_mtok is not None else price.input_mtok)
         return cost / MTOK
-    owner = _owner(model, provider)
     at = at or datetime.now(UTC)
-    prices = _token_prices(model, owner, at.astimezone(UTC).date())
-    if prices is not None:
-        # The same arithmetic as genai-prices, without its per-call overhead (this runs on every request).
-        total = usage.input_tokens
-        input_rate = _rate(prices.get("input_mtok"), total) or Decimal(0)
-        read = _rate(prices.get("cache_read_mtok"), total)
-        write = _rate(prices.get("cache_write_mtok"), total)
-        cost = fresh * input_rate + cached * (input_rate if read is None else read)
-        cost += written * (input_rate if write is None else write)
-        cost += usage.output_tokens * (_rate(prices.get("output_mtok"), total) or Decimal(0))
-        return cost / MTOK
-    result = calc_price(
-        PriceUsage(
-            input_tokens=usage.input_tokens,
-            cache_read_tokens=usage.cached_input_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            output_tokens=usage.output_tokens,
-        ),
-        model,
-        provider_id=owner,
-        genai_request_timestamp=at,
-    )
-    return result.total_price
+    day = at.astimezone(UTC).date()
+    rates = _flat_rates(model, provider, day)
+    if rates is None:
+        owner = _owner(model, provider)
+        prices = _token_prices(model, owner, day)
+        if prices is None:
+            priced = PriceUsage(
+                input_tokens=usage.input_tokens,
+                cache_read_tokens=usage.cached_input_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                output_tokens=usage.output_tokens,
+            )
+            return calc_price(priced, model, provider_id=owner, genai_request_timestamp=at).total_price
+        rates = _rates(prices, usage.input_tokens)
+    # The same arithmetic as genai-prices, without its per-call overhead.
+    input_rate, read, write, output_rate = rates
+    cost = fresh * input_rate + cached * read
+    cost += written * write
+    cost += usage.output_tokens * output_rate
+    return cost / MTOK
