@@ -108,7 +108,10 @@ def contributions(subject: Subject, anchor_day: int, at: datetime, amounts: dict
     )
 
 
-@lru_cache(maxsize=8192)
+_MAX_ENTRIES = 8192
+
+
+@lru_cache(maxsize=_MAX_ENTRIES)
 def _window_keys(tenant: str, key: str, user: str, day: int, month: int) -> tuple[WindowKey, ...]:
     """The windows an event of this key and end user on this day counts in: every scope x both windows. The
     same for every such event, so built once (the live counters keep the same tuples as keys, so this holds
@@ -144,6 +147,9 @@ class Admission:
         self._ids = itertools.count(1)
         # Per writer, the live events since the snapshot in force: (seq, *Counted), oldest first.
         self._retained: defaultdict[str, deque[tuple]] = defaultdict(deque)
+        # Per (tenant, key, end user, day, month) of recent events, the live entries of its six windows: an
+        # event adds to them without looking each up. Cleared whenever an entry leaves `live`.
+        self._entries: dict[tuple, list[list[Num]]] = {}
 
     # --- reading ---
 
@@ -274,22 +280,33 @@ class Admission:
         """Count a durable event as live, unless the snapshot in force already includes it."""
         if seq <= self.watermark.get(writer_id, 0):
             return
-        self._count(counted[:5], counted[5:], 1)
+        where = counted[:5]
+        entries = self._entries.get(where)
+        if entries is None:
+            if len(self._entries) >= _MAX_ENTRIES:
+                self._entries.clear()
+            live = self.live
+            entries = self._entries[where] = [live.setdefault(key, [0] * len(METERS)) for key in _window_keys(*where)]
+        for i, amount in enumerate(counted[5:]):
+            if amount:
+                for counts in entries:
+                    counts[i] += amount
         self._retained[writer_id].append((seq, *counted))
 
-    def _count(self, where: tuple, amounts: Sequence[Num], sign: int) -> None:
-        """Add (sign 1) or take back (sign -1) an event's amounts per meter in each of its windows; a window
-        whose meters are all back to zero is dropped."""
-        added = [(i, amount * sign) for i, amount in enumerate(amounts) if amount]
+    def _uncount(self, where: tuple, amounts: Sequence[Num]) -> None:
+        """Take back an event's amounts per meter in each of its windows; a window whose meters are all back to
+        zero is dropped."""
+        taken = [(i, amount) for i, amount in enumerate(amounts) if amount]
         live = self.live
         for key in _window_keys(*where):
             counts = live.get(key)
             if counts is None:
                 counts = live[key] = [0] * len(METERS)
-            for i, amount in added:
-                counts[i] += amount
-            if sign < 0 and not any(counts):
+            for i, amount in taken:
+                counts[i] -= amount
+            if not any(counts):
                 del live[key]
+                self._entries.clear()
 
     # --- snapshots ---
 
@@ -310,7 +327,7 @@ class Admission:
             while retained and retained[0][0] <= mark:
                 event = retained.popleft()
                 dropped += 1
-                self._count(event[1:6], event[6:], -1)
+                self._uncount(event[1:6], event[6:])
         self.baseline = rows
         self.end_users_uncounted = end_users_uncounted
         self.watermark = dict(watermark)
