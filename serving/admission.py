@@ -108,6 +108,8 @@ def contributions(subject: Subject, anchor_day: int, at: datetime, amounts: dict
     )
 
 
+# How many (tenant, key, end user, day, month) the request path keeps ready, both their window keys and their
+# live entries: bounded, since every day brings new ones.
 _MAX_ENTRIES = 8192
 
 
