@@ -19,7 +19,7 @@ from chatmeter.catalog import Catalog
 from chatmeter.ids import uuid7
 from chatmeter.metering import Usage
 from chatmeter.pricing import provider_cost
-from chatmeter.schemas import EVENT_SCHEMA
+from chatmeter.schemas import EVENT_PARQUET_OPTIONS, EVENT_SCHEMA
 
 MODELS = ("gpt-4o-mini", "gpt-4o-mini", "gpt-4o-mini", "gpt-4o", "claude-3-5-haiku-latest")
 
@@ -107,7 +107,7 @@ def _event(catalog: Catalog, h: TenantHistory, at: datetime, rng: random.Random,
 def _write(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=EVENT_SCHEMA), tmp)
+    pq.write_table(pa.Table.from_pylist(rows, schema=EVENT_SCHEMA), tmp, **EVENT_PARQUET_OPTIONS)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     tmp.replace(path)

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from chatmeter.schemas import EVENT_SCHEMA
+from chatmeter.schemas import EVENT_PARQUET_OPTIONS, EVENT_SCHEMA
 from chatmeter.settings import Settings
 from chatmeter.store import Store
 
@@ -101,7 +101,9 @@ def write_log(
             table = pa.table({f.name: cols[f.name] for f in EVENT_SCHEMA}, schema=EVENT_SCHEMA)
             folder = settings.events_dir / f"event_date={day.isoformat()}"
             folder.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, folder / f"{name}-{seq[name] + 1}-{seq[name] + count}.parquet")
+            pq.write_table(
+                table, folder / f"{name}-{seq[name] + 1}-{seq[name] + count}.parquet", **EVENT_PARQUET_OPTIONS
+            )
             seq[name] += count
 
 

@@ -50,7 +50,7 @@ import pyarrow.dataset as ds
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from chatmeter.schemas import EVENT_SCHEMA, TRANSCRIPT_SCHEMA, UTC_TS
+from chatmeter.schemas import EVENT_PARQUET_OPTIONS, EVENT_SCHEMA, TRANSCRIPT_SCHEMA, UTC_TS
 
 log = logging.getLogger(__name__)
 
@@ -474,7 +474,10 @@ class EventLog:
             seqs = pc.min_max(events["seq"])
             first, last = seqs["min"].as_py(), seqs["max"].as_py()
             name = f"{self.writer_id}-{first:012d}-{last:012d}.parquet"
-            for table, root in ((events, self.events_dir), (transcripts, self.transcripts_dir)):
+            for table, root, options in (
+                (events, self.events_dir, EVENT_PARQUET_OPTIONS),
+                (transcripts, self.transcripts_dir, {}),
+            ):
                 days = pc.unique(table["event_date"]).to_pylist()
                 for day in days:
                     if day is None:
@@ -482,7 +485,7 @@ class EventLog:
                         continue
                     # A segment mostly holds one day: then no filtered copy is needed.
                     part = table if len(days) == 1 else table.filter(pc.equal(table["event_date"], day))
-                    _write_parquet(part, root / f"event_date={day.isoformat()}" / name)
+                    _write_parquet(part, root / f"event_date={day.isoformat()}" / name, **options)
             if idempotency.num_rows:
                 _write_parquet(idempotency, self.idempotency_dir / name)
         path.unlink(missing_ok=True)
@@ -742,11 +745,12 @@ def _coerce(value: Any, type_: pa.DataType) -> Any:
 # --- files ---
 
 
-def _write_parquet(table: pa.Table, path: Path) -> None:
-    """Write `table` to `path` so that no reader ever sees a partial file, and durably."""
+def _write_parquet(table: pa.Table, path: Path, **options) -> None:
+    """Write `table` to `path` (pyarrow's write options) so that no reader ever sees a partial file, and
+    durably."""
     _ensure_dir(path.parent)
     temp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, temp)
+    pq.write_table(table, temp, **options)
     fd = os.open(temp, os.O_RDONLY)
     try:
         os.fsync(fd)
