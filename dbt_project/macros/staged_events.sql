@@ -88,7 +88,7 @@
                 else 0
             end as metered_embedding_tokens,
             -- In the log's own decimal types (18 digits): a sum of them is exact and returns 38 digits, and
-            -- summing the narrow type costs less than widening every row first (fct_daily_usage: 0.83 -> 0.78 s
+            -- summing the narrow type costs less than widening every row first (fct_daily_usage: 0.86 -> 0.81 s
             -- on 10 million events).
             case
                 when status <> 'rejected' then coalesce(credits, 0)
