@@ -89,14 +89,15 @@ def _rates(prices: dict, total_input: int) -> Rates:
 
 
 @lru_cache(maxsize=4096)
-def _flat_rates(model: str, provider: str | None, day: date) -> Rates | None:
-    """The rates of `model` on `day` when none of its prices is tiered (nearly every model), resolved once, so
-    that pricing a call is four products (this runs on every request). None when a rate depends on the call's
-    input (tiers) or genai-prices must price it."""
-    prices = _token_prices(model, _owner(model, provider), day)
+def _model_prices(model: str, provider: str | None, day: date) -> tuple[str | None, dict | None, Rates | None]:
+    """`model`'s owner, its per-token prices on `day` (None: genai-prices must price it) and, when none of them is
+    tiered (nearly every model), its rates: resolved once, so that pricing a call is four products (this runs on
+    every request)."""
+    owner = _owner(model, provider)
+    prices = _token_prices(model, owner, day)
     if prices is None or any(not isinstance(prices.get(name), Decimal | None) for name in _TOKEN_PRICES):
-        return None
-    return _rates(prices, 0)
+        return owner, prices, None
+    return owner, prices, _rates(prices, 0)
 
 
 def provider_cost(
@@ -114,11 +115,8 @@ def provider_cost(
         cost += written * (price.cache_write_mtok if price.cache_write_mtok is not None else price.input_mtok)
         return cost / MTOK
     at = at or datetime.now(UTC)
-    day = at.astimezone(UTC).date()
-    rates = _flat_rates(model, provider, day)
+    owner, prices, rates = _model_prices(model, provider, at.astimezone(UTC).date())
     if rates is None:
-        owner = _owner(model, provider)
-        prices = _token_prices(model, owner, day)
         if prices is None:
             priced = PriceUsage(
                 input_tokens=usage.input_tokens,
