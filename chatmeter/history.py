@@ -5,7 +5,6 @@ it through the pipeline's next limit snapshot). Events follow the log's contract
 one file per day, temp file then atomic rename.
 """
 
-import os
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,9 +12,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from chatmeter.catalog import Catalog
+from chatmeter.files import write_parquet
 from chatmeter.ids import uuid7
 from chatmeter.metering import Usage
 from chatmeter.pricing import provider_cost
@@ -64,7 +63,11 @@ def backfill(
         for row in rows:
             seq += 1
             row["seq"] = seq
-        _write(events_dir / f"event_date={day}" / f"{writer_id}-{first:012d}-{seq:012d}.parquet", rows)
+        write_parquet(
+            pa.Table.from_pylist(rows, schema=EVENT_SCHEMA),
+            events_dir / f"event_date={day}" / f"{writer_id}-{first:012d}-{seq:012d}.parquet",
+            **EVENT_PARQUET_OPTIONS,
+        )
         written += len(rows)
     return written
 
@@ -102,12 +105,3 @@ def _event(catalog: Catalog, h: TenantHistory, at: datetime, rng: random.Random,
         "error_code": None,
         "event_date": at.astimezone(UTC).date(),
     }
-
-
-def _write(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=EVENT_SCHEMA), tmp, **EVENT_PARQUET_OPTIONS)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    tmp.replace(path)

@@ -50,6 +50,7 @@ import pyarrow.dataset as ds
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
+from chatmeter.files import ensure_dir, fsync_dir, write_parquet
 from chatmeter.schemas import EVENT_PARQUET_OPTIONS, EVENT_SCHEMA, TRANSCRIPT_SCHEMA, UTC_TS
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ class EventLog:
         Call once, before start(): the writer_id must not be in use by a running log.
         """
         for path in (self.wal_dir, self.events_dir, self.transcripts_dir, self.idempotency_dir):
-            _ensure_dir(path)
+            ensure_dir(path)
         self._remove_own_temp_files()
         last = self._last_seq_in_parquet()
         for path in self._segments():
@@ -427,7 +428,7 @@ class EventLog:
         path = self.wal_dir / f"{self.writer_id}.{self._next_seq:012d}.wal"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
-            _fsync_dir(self.wal_dir)
+            fsync_dir(self.wal_dir)
         except OSError:
             os.close(fd)
             path.unlink(missing_ok=True)
@@ -485,11 +486,11 @@ class EventLog:
                         continue
                     # A segment mostly holds one day: then no filtered copy is needed.
                     part = table if len(days) == 1 else table.filter(pc.equal(table["event_date"], day))
-                    _write_parquet(part, root / f"event_date={day.isoformat()}" / name, **options)
+                    write_parquet(part, root / f"event_date={day.isoformat()}" / name, **options)
             if idempotency.num_rows:
-                _write_parquet(idempotency, self.idempotency_dir / name)
+                write_parquet(idempotency, self.idempotency_dir / name)
         path.unlink(missing_ok=True)
-        _fsync_dir(self.wal_dir)
+        fsync_dir(self.wal_dir)
         self.rolls += 1
         self._expire_idempotency()
 
@@ -740,35 +741,3 @@ def _coerce(value: Any, type_: pa.DataType) -> Any:
     except (ValueError, TypeError, ArithmeticError):
         return None
     return None
-
-
-# --- files ---
-
-
-def _write_parquet(table: pa.Table, path: Path, **options) -> None:
-    """Write `table` to `path` (pyarrow's write options) so that no reader ever sees a partial file, and
-    durably."""
-    _ensure_dir(path.parent)
-    temp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, temp, **options)
-    fd = os.open(temp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
-    _fsync_dir(path.parent)
-
-
-def _ensure_dir(path: Path) -> None:
-    if not path.is_dir():
-        path.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

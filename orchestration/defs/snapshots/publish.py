@@ -15,18 +15,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from chatmeter.files import fsync_dir
 from chatmeter.schemas import SNAPSHOT_SCHEMA
 
 MANIFEST = "current.json"
 KEEP = 5
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _temp(path: Path) -> Path:
@@ -59,7 +52,7 @@ def write_atomic_many(files: Iterable[tuple[Path, bytes]], threads: int = 4) -> 
     for path, _ in files:
         os.replace(_temp(path), path)
     for folder in {path.parent for path, _ in files}:
-        _fsync_dir(folder)
+        fsync_dir(folder)
     # A rename keeps a file's inode, size and mtime: the temp file's stat is the final file's.
     return stats
 

@@ -1,0 +1,39 @@
+"""Files that pass between the parts, written durably and atomically: a reader sees the old file or the new one,
+never half of one, and after a crash the new one is either whole or absent."""
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the folder's entries (a rename, a new file) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_dir(path: Path) -> None:
+    """The folder, created durably when missing."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        fsync_dir(path.parent)
+
+
+def write_parquet(table: pa.Table, path: Path, **options) -> None:
+    """`table` at `path` (pyarrow.parquet.write_table's options): written to a hidden temp name in the same
+    folder (`.<name>.tmp`), fsynced, renamed over `path`, and the rename made durable."""
+    ensure_dir(path.parent)
+    temp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, temp, **options)
+    fd = os.open(temp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, path)
+    fsync_dir(path.parent)
