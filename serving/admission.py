@@ -5,6 +5,12 @@ the watermark + open holds. A request holds `input bound + max_tokens` tokens (a
 embedding tokens); where that does not fit but the input does, max_tokens is clamped to the headroom; where
 the input alone does not fit, it is refused. Settling replaces the hold with the actual usage. Everything
 here runs synchronously on the event loop, so check-and-hold is atomic on one instance.
+
+Live events are kept one by one until a snapshot covers them, so that its swap can take back exactly those at or
+below its watermark. While no snapshot comes (the pipeline is down), a writer's oldest events past `max_retained`
+are folded into one sum per window instead: memory then grows with the windows in use, not with the events. A
+snapshot whose watermark falls among folded events needs them back one by one: the caller re-reads them from
+the log (`rereads`), which holds every event at or below a watermark.
 """
 
 import itertools
@@ -108,6 +114,17 @@ def contributions(subject: Subject, anchor_day: int, at: datetime, amounts: dict
     )
 
 
+@dataclass(slots=True)
+class Folded:
+    """A writer's oldest live events, summed per (tenant, key, end user, day, month): every event it recorded
+    with a seq above the watermark and at most `upto`."""
+
+    upto: int
+    sums: dict[tuple, list[Num]]
+    first_day: int  # the earliest day window start among them (epoch seconds): where a re-read starts
+    events: int = 0
+
+
 # How many (tenant, key, end user, day, month) the request path keeps ready, both their window keys and their
 # live entries: bounded, since every day brings new ones.
 _MAX_ENTRIES = 8192
@@ -142,6 +159,8 @@ class Admission:
     snapshot_id: str | None = None
     # Tenants whose end users the snapshot did not count: their plan did not limit end users when it was made.
     end_users_uncounted: frozenset[str] = frozenset()
+    # Live events kept one by one per writer (~300 B each) before the oldest are folded (see the module's doc).
+    max_retained: int = 500_000
 
     def __post_init__(self):
         self._holds: dict[int, Hold] = {}
@@ -149,6 +168,8 @@ class Admission:
         self._ids = itertools.count(1)
         # Per writer, the live events since the snapshot in force: (seq, *Counted), oldest first.
         self._retained: defaultdict[str, deque[tuple]] = defaultdict(deque)
+        # Per writer, its oldest live events once there were more than max_retained, summed (older than _retained).
+        self._folded: dict[str, Folded] = {}
         # Per (tenant, key, end user, day, month) of recent events, the live entries of its six windows: an
         # event adds to them without looking each up. Cleared whenever an entry leaves `live`.
         self._entries: dict[tuple, list[list[Num]]] = {}
@@ -293,7 +314,29 @@ class Admission:
             if amount:
                 for counts in entries:
                     counts[i] += amount
-        self._retained[writer_id].append((seq, *counted))
+        retained = self._retained[writer_id]
+        retained.append((seq, *counted))
+        if len(retained) > self.max_retained:
+            self._fold(writer_id, retained)
+
+    def _fold(self, writer_id: str, retained: deque[tuple]) -> None:
+        """Sum a writer's oldest live events per window; a slice at a time (~8 ms), not to stall the requests."""
+        folded = self._folded.get(writer_id)
+        if folded is None:
+            folded = self._folded[writer_id] = Folded(0, {}, retained[0][4])
+        sums = folded.sums
+        for _ in range(max(1, self.max_retained // 64)):
+            event = retained.popleft()
+            where = event[1:6]
+            counts = sums.get(where)
+            if counts is None:
+                counts = sums[where] = [0] * len(METERS)
+            for i, amount in enumerate(event[6:]):
+                counts[i] += amount
+            if event[4] < folded.first_day:
+                folded.first_day = event[4]
+            folded.events += 1
+        folded.upto = event[0]
 
     def _uncount(self, where: tuple, amounts: Sequence[Num]) -> None:
         """Take back an event's amounts per meter in each of its windows; a window whose meters are all back to
@@ -312,19 +355,57 @@ class Admission:
 
     # --- snapshots ---
 
+    def rereads(self, watermark: dict[str, int]) -> dict[str, tuple[int, int, int]]:
+        """The events a snapshot with this watermark needs re-read from the log before its swap: per writer whose
+        new watermark falls among its folded events, (seq after, seq up to, earliest day window start)."""
+        wanted = {}
+        for writer, folded in self._folded.items():
+            mark, current = watermark.get(writer, 0), self.watermark.get(writer, 0)
+            if current < mark < folded.upto:
+                wanted[writer] = (current, mark, folded.first_day)
+        return wanted
+
     def apply_snapshot(
         self,
         snapshot_id: str,
         rows: dict[CounterKey, Num],
         watermark: dict[str, int],
         end_users_uncounted: frozenset[str] = frozenset(),
+        reread: dict[str, Sequence[tuple]] | None = None,
     ) -> int:
-        """Swap in a new baseline and drop the live deltas at or below its watermark. Returns events dropped."""
+        """Swap in a new baseline and drop the live deltas at or below its watermark. Returns events dropped.
+
+        `reread` holds, per writer of `rereads(watermark)`, its events in that range from the log, each as
+        `(seq, *Counted)`; without them the swap is refused (ValueError) and nothing changes."""
         for writer, mark in self.watermark.items():
             if watermark.get(writer, 0) < mark:
                 raise ValueError(f"snapshot {snapshot_id} goes back in time for writer {writer}")
+        reread = reread or {}
+        missing = sorted(set(self.rereads(watermark)) - set(reread))
+        if missing:
+            raise ValueError(f"snapshot {snapshot_id} needs the folded events of {', '.join(missing)} re-read")
+        unfolded = {
+            writer: self._unfolded(writer, reread[writer], watermark[writer]) for writer in self.rereads(watermark)
+        }
         dropped = 0
         for writer, mark in watermark.items():
+            folded = self._folded.get(writer)
+            if writer in unfolded:
+                taken, events = unfolded[writer]
+                dropped += events
+                folded.events -= events
+                for where, amounts in taken.items():
+                    self._uncount(where, amounts)
+                    counts = folded.sums[where]
+                    for i, amount in enumerate(amounts):
+                        counts[i] -= amount
+                    if not any(counts):
+                        del folded.sums[where]
+            elif folded is not None and mark >= folded.upto:
+                for where, counts in folded.sums.items():
+                    self._uncount(where, counts)
+                dropped += folded.events
+                del self._folded[writer]
             retained = self._retained[writer]
             while retained and retained[0][0] <= mark:
                 event = retained.popleft()
@@ -336,5 +417,31 @@ class Admission:
         self.snapshot_id = snapshot_id
         return dropped
 
+    def _unfolded(self, writer: str, events: Sequence[tuple], mark: int) -> tuple[dict[tuple, list[Num]], int]:
+        """What the re-read events at or below `mark` take back from the writer's folded sums, per window, and
+        how many they are; a ValueError, before anything changed, if the log holds more than was folded."""
+        folded = self._folded[writer]
+        taken: dict[tuple, list[Num]] = {}
+        count = 0
+        for event in events:
+            if event[0] > mark or not any(event[6:]):
+                continue
+            count += 1
+            where = event[1:6]
+            counts = taken.get(where)
+            if counts is None:
+                counts = taken[where] = [0] * len(METERS)
+            for i, amount in enumerate(event[6:]):
+                counts[i] += amount
+        for where, amounts in taken.items():
+            have = folded.sums.get(where)
+            if have is None or any(amount > had for amount, had in zip(amounts, have, strict=True)):
+                raise ValueError(f"the log holds events of writer {writer} this instance never counted ({where})")
+        return taken, count
+
     def retained_events(self) -> int:
+        """Live events kept one by one (the folded ones are not among them)."""
         return sum(len(d) for d in self._retained.values())
+
+    def folded_windows(self) -> int:
+        return sum(len(f.sums) for f in self._folded.values())

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import operator
 import os
 import queue
 import re
@@ -570,9 +572,14 @@ class EventLog:
 
 
 def read_events_after(
-    events_dir: Path, watermark: dict[str, int], since: datetime, columns: list[str] | None = None
+    events_dir: Path,
+    watermark: dict[str, int],
+    since: datetime,
+    columns: list[str] | None = None,
+    upto: dict[str, int] | None = None,
 ) -> pa.Table:
-    """Events at or after `since` with a seq above their writer's watermark, one row per event_id."""
+    """Events at or after `since` with a seq above their writer's watermark, one row per event_id; with `upto`,
+    only those writers' events, up to these seqs."""
     names = list(columns) if columns else EVENT_SCHEMA.names
     read = names if "event_id" in names else [*names, "event_id"]
     if not Path(events_dir).is_dir():
@@ -582,6 +589,9 @@ def read_events_after(
     condition = (ds.field("event_date") >= since.date()) & (ds.field("occurred_at") >= since)
     for writer, seq in watermark.items():
         condition &= (ds.field("writer_id") != writer) | (ds.field("seq") > seq)
+    if upto is not None:
+        writers = [(ds.field("writer_id") == writer) & (ds.field("seq") <= seq) for writer, seq in upto.items()]
+        condition &= functools.reduce(operator.or_, writers, ds.scalar(False))
     table = dataset.to_table(columns=read, filter=condition)
     return _dedupe(table, "event_id").select(names)
 

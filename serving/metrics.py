@@ -75,14 +75,19 @@ class RuntimeCollector:
             ("chatmeter_open_holds", "holds placed and not yet settled", rt.admission.open_holds()),
             (
                 "chatmeter_live_events",
-                "events counted live since the snapshot in force",
+                "events counted live since the snapshot in force, kept one by one",
                 rt.admission.retained_events(),
+            ),
+            (
+                "chatmeter_folded_windows",
+                "windows summing the oldest live events (past max_retained: the snapshots have stopped coming)",
+                rt.admission.folded_windows(),
             ),
             ("chatmeter_log_events_written", "events made durable by this writer", getattr(log, "events_written", 0)),
             ("chatmeter_log_batches", "group commits (one fsync each)", getattr(log, "batches", 0)),
             ("chatmeter_log_write_errors", "failed group commits", getattr(log, "write_errors", 0)),
             ("chatmeter_log_rolls", "WAL segments rolled into Parquet", getattr(log, "rolls", 0)),
-            ("chatmeter_snapshot_errors", "limit snapshots refused as corrupt", rt.snapshot_errors),
+            ("chatmeter_snapshot_errors", "limit snapshots refused (corrupt, or unreadable)", rt.snapshot_errors),
         ):
             family = GaugeMetricFamily(name, doc)
             family.add_metric([], value)

@@ -4,8 +4,11 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
 
 from chatmeter.catalog import Catalog, CatalogStore, Plan
 from chatmeter.metering import Usage, quantities
@@ -14,7 +17,7 @@ from chatmeter.settings import Settings
 from chatmeter.store import ApiKey, BillingState, Store, Tenant, WidgetKey
 from chatmeter.windows import billing_month, utcnow
 from serving import snapshots
-from serving.admission import Admission, Subject, contributions
+from serving.admission import Admission, Counted, Subject, contributions
 from serving.eventlog import EventLog, read_events_after
 from serving.providers import make_provider
 from serving.providers.base import Provider
@@ -23,6 +26,21 @@ from serving.sessions import Sessions
 log = logging.getLogger(__name__)
 BILLING_CHECK_S = 60.0
 GC_YOUNG_THRESHOLD = 10_000
+# What counting an event from the log needs.
+COUNTED_COLUMNS = [
+    "writer_id",
+    "seq",
+    "occurred_at",
+    "tenant_id",
+    "api_key_id",
+    "end_user_id",
+    "kind",
+    "status",
+    "input_tokens",
+    "output_tokens",
+    "embedding_tokens",
+    "credits",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,27 +140,14 @@ class Runtime:
                 self.snapshot_errors += 1
                 log.error("limit snapshot ignored: %s", exc)
         since = utcnow() - timedelta(days=32)  # the oldest start a current window can have
-        table = read_events_after(
-            self.settings.events_dir,
-            self.admission.watermark,
-            since,
-            columns=[
-                "writer_id",
-                "seq",
-                "occurred_at",
-                "tenant_id",
-                "api_key_id",
-                "end_user_id",
-                "kind",
-                "status",
-                "input_tokens",
-                "output_tokens",
-                "embedding_tokens",
-                "credits",
-            ],
-        )
+        table = read_events_after(self.settings.events_dir, self.admission.watermark, since, columns=COUNTED_COLUMNS)
+        for writer, seq, counted in self._counted(table.sort_by([("writer_id", "ascending"), ("seq", "ascending")])):
+            self.admission.record(writer, seq, counted)
+
+    def _counted(self, table) -> Iterator[tuple[str, int, Counted]]:
+        """Each event of `table` (COUNTED_COLUMNS) as admission counts it: (writer, seq, what it adds)."""
         anchors = {t.tenant_id: t.anchor_day for t in self.store.list_tenants()}
-        for row in table.sort_by([("writer_id", "ascending"), ("seq", "ascending")]).to_pylist():
+        for row in table.to_pylist():
             usage = Usage(
                 input_tokens=row["input_tokens"] or 0,
                 output_tokens=row["output_tokens"] or 0,
@@ -151,9 +156,19 @@ class Runtime:
             amounts = quantities(row["kind"], row["status"], usage, row["credits"] or 0)
             subject = Subject(row["tenant_id"], row["api_key_id"] or "", row["end_user_id"] or "")
             anchor = anchors.get(row["tenant_id"], 1)
-            self.admission.record(
-                row["writer_id"], row["seq"], contributions(subject, anchor, row["occurred_at"], amounts)
-            )
+            yield row["writer_id"], row["seq"], contributions(subject, anchor, row["occurred_at"], amounts)
+
+    def _read_folded(self, wanted: dict[str, tuple[int, int, int]]) -> dict[str, list[tuple]]:
+        """Per writer of `wanted` (admission's rereads), its events in (after, up to] from the log, as admission
+        counted them: (seq, *Counted)."""
+        since = datetime.fromtimestamp(min(first_day for _, _, first_day in wanted.values()), UTC)
+        after = {writer: seqs[0] for writer, seqs in wanted.items()}
+        upto = {writer: seqs[1] for writer, seqs in wanted.items()}
+        table = read_events_after(self.settings.events_dir, after, since, columns=COUNTED_COLUMNS, upto=upto)
+        events: dict[str, list[tuple]] = {writer: [] for writer in wanted}
+        for writer, seq, counted in self._counted(table):
+            events[writer].append((seq, *counted))
+        return events
 
     async def _watch(self) -> None:
         """Pick up new limit snapshots and catalog changes without a restart; suspend past-due tenants."""
@@ -161,7 +176,7 @@ class Runtime:
         while True:
             await asyncio.sleep(self.settings.reload_interval_s)
             try:
-                self.check_snapshot()
+                await self.check_snapshot()
                 self.catalogs.reload_if_changed()
                 if time.monotonic() - last_billing_check > BILLING_CHECK_S:
                     last_billing_check = time.monotonic()
@@ -176,21 +191,29 @@ class Runtime:
             self.forget_tenant(tenant_id)
         return suspended
 
-    def _apply_snapshot(self, snap: snapshots.Snapshot) -> int:
+    def _apply_snapshot(self, snap: snapshots.Snapshot, reread: dict[str, list[tuple]] | None = None) -> int:
         """Put `snap` in force; the live events it folds in."""
-        return self.admission.apply_snapshot(snap.snapshot_id, snap.rows, snap.watermark, snap.end_users_uncounted)
+        return self.admission.apply_snapshot(
+            snap.snapshot_id, snap.rows, snap.watermark, snap.end_users_uncounted, reread
+        )
 
-    def check_snapshot(self) -> bool:
+    async def check_snapshot(self) -> bool:
+        """Put a newly published snapshot in force: read off the event loop (the file, and the folded events it
+        needs re-read from the log, see Admission), swapped in on it."""
         mtime = snapshots.manifest_mtime(self.settings.snapshots_dir)
         if mtime is None or mtime == self._snapshot_mtime:
             return False
         self._snapshot_mtime = mtime
         try:
-            snap = snapshots.load_snapshot(self.settings.snapshots_dir)
+            snap = await asyncio.to_thread(snapshots.load_snapshot, self.settings.snapshots_dir)
             if snap.snapshot_id == self.admission.snapshot_id:
                 return False
-            dropped = self._apply_snapshot(snap)
-        except (snapshots.SnapshotError, ValueError) as exc:
+            reread: dict[str, list[tuple]] = {}
+            # Requests go on during a read and may fold more events: whatever the swap needs is read before it.
+            while wanted := {w: r for w, r in self.admission.rereads(snap.watermark).items() if w not in reread}:
+                reread.update(await asyncio.to_thread(self._read_folded, wanted))
+            dropped = self._apply_snapshot(snap, reread)
+        except (snapshots.SnapshotError, ValueError, OSError, pa.ArrowException) as exc:
             self.snapshot_errors += 1
             log.error("limit snapshot ignored, the previous one stays in force: %s", exc)
             return False

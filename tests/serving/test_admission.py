@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatmeter.catalog import SHIPPED_CATALOG, load_catalog
+from chatmeter.catalog import METERS, SHIPPED_CATALOG, load_catalog
 from chatmeter.metering import Usage, quantities
-from serving.admission import Admission, Hold, Refusal, Subject, contributions
+from serving.admission import Admission, Hold, Refusal, Subject, _window_keys, contributions
 
 CATALOG = load_catalog(SHIPPED_CATALOG)
 NOW = datetime(2026, 5, 20, 12, tzinfo=UTC)
@@ -164,3 +164,74 @@ def test_any_interleaving_stays_within_the_limit_and_equals_the_log(ops):
     for hold, _ in open_holds:
         adm.release(hold)
     assert adm.reserved(key) == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("event"), st.integers(0, 4), st.integers(0, 500)),
+            st.tuples(st.just("snapshot"), st.floats(0, 1)),
+        ),
+        max_size=60,
+    ),
+)
+def test_folded_events_leave_the_counters_equal_to_the_log(max_retained, ops):
+    """With at most a few live events kept one by one and the older folded, any snapshot (its watermark among the
+    folded ones or not, the folded ones re-read from the log when needed) leaves every window equal to the log."""
+    adm = Admission(max_retained=max_retained)
+    log: dict[int, tuple] = {}  # seq -> (seq, *Counted), as the log gives an event back
+    for op in ops:
+        if op[0] == "event":
+            seq = len(log) + 1
+            subject = Subject("tn_1", "key_1", f"user{op[1]}")
+            log[seq] = (seq, *contributions(subject, ANCHOR, NOW, {"tokens": op[2], "requests": 1}))
+            adm.record("w", seq, log[seq][1:])
+        elif log:
+            mark = max(adm.watermark.get("w", 0), int(op[1] * len(log)))
+            reread = {
+                writer: [log[s] for s in range(after + 1, upto + 1)]
+                for writer, (after, upto, _) in adm.rereads({"w": mark}).items()
+            }
+            adm.apply_snapshot(f"s{mark}", {}, {"w": mark}, reread=reread)
+        assert adm.retained_events() <= max_retained
+        expected: dict[tuple, list[int]] = {}
+        for event in log.values():
+            if event[0] > adm.watermark.get("w", 0):
+                for window in _window_keys(*event[1:6]):
+                    counts = expected.setdefault(window, [0] * len(METERS))
+                    for i, amount in enumerate(event[6:]):
+                        counts[i] += amount
+        assert adm.live == {window: counts for window, counts in expected.items() if any(counts)}
+
+
+def test_memory_is_bounded_while_no_snapshot_comes():
+    """A pipeline that stops publishing must not let the counters grow with every event: past max_retained, the
+    oldest are summed per window. A snapshot falling among them needs them re-read, and is refused without."""
+    adm = Admission(max_retained=100)
+    key = month_key(adm)
+    users = [Subject("tn_1", "key_1", f"user{i % 5}") for i in range(1000)]
+    events = {}
+    for seq, subject in enumerate(users, start=1):
+        events[seq] = (seq, *contributions(subject, ANCHOR, NOW, {"tokens": 10, "requests": 1}))
+        adm.record("w", seq, events[seq][1:])
+    assert adm.retained_events() <= 100
+    assert adm.folded_windows() == 5  # one sum per end user's (day, month): they share their window starts
+    assert adm.used(key) == 10_000
+    with pytest.raises(ValueError, match="re-read"):
+        adm.apply_snapshot("s1", {key: 4000}, {"w": 400})
+    assert adm.used(key) == 10_000 and adm.snapshot_id is None  # nothing changed
+    ((after, upto, _),) = adm.rereads({"w": 400}).values()
+    assert (after, upto) == (0, 400)
+    # The log holding an event this instance never counted is refused too, before anything changes.
+    stranger = (7, *contributions(Subject("tn_1", "key_1", "mallory"), ANCHOR, NOW, {"tokens": 10}))
+    with pytest.raises(ValueError, match="never counted"):
+        adm.apply_snapshot("s1", {key: 4000}, {"w": 400}, reread={"w": [stranger]})
+    assert adm.used(key) == 10_000
+    dropped = adm.apply_snapshot("s1", {key: 4000}, {"w": 400}, reread={"w": [events[s] for s in range(1, 401)]})
+    assert dropped == 400 and adm.used(key) == 10_000
+    # A watermark past every folded event drops the sums whole, no re-read needed.
+    assert adm.rereads({"w": 950}) == {}
+    assert adm.apply_snapshot("s2", {key: 9500}, {"w": 950}) == 550
+    assert adm.used(key) == 10_000 and adm.folded_windows() == 0 and adm.retained_events() == 50

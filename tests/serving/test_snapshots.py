@@ -194,3 +194,34 @@ def test_restart_rebuilds_counters_from_snapshot_and_log(settings, admin_headers
     (settings.snapshots_dir / "current.json").unlink()
     with TestClient(create_app(settings)) as client:  # no snapshot: everything comes from the log
         assert client.get("/v1/usage", headers=headers).json()["monthlyUsage"] == total
+
+
+def test_a_snapshot_among_folded_events_rereads_them_from_the_log(client, tenants, settings):
+    """With the oldest live events folded into sums (as while no snapshot comes for long), a snapshot whose
+    watermark falls among them takes exactly those back, re-read from the Parquet log."""
+    from serving.eventlog import read_events_after
+
+    t = tenants.create("free")
+    rt = client.app.state.runtime
+    rt.admission.max_retained = 2
+    anchor = rt.store.get_tenant(t["tenant_id"]).anchor_day
+    first_seq = rt.log.next_seq
+    tokens = [
+        client.post("/v1/chat/completions", json=chat_body(f"q{i}", user=f"u{i % 2}"), headers=t["headers"]).json()[
+            "usage"
+        ]["total_tokens"]
+        for i in range(6)
+    ]
+    assert rt.admission.retained_events() == 2 and rt.admission.folded_windows() > 0
+    mark = first_seq + 2  # the first three calls: folded, the watermark among them
+    assert rt.admission.rereads({settings.writer_id: mark})
+    since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert wait_for(lambda: read_events_after(settings.events_dir, {}, since).num_rows >= 6)  # rolled to Parquet
+    publish(settings.snapshots_dir, "s3", {settings.writer_id: mark}, [month_row(t["tenant_id"], anchor, 1000)])
+    assert wait_for(lambda: rt.admission.snapshot_id == "s3")
+    assert client.get("/v1/usage", headers=t["headers"]).json()["monthlyUsage"] == 1000 + sum(tokens[3:])
+    # Past every folded event: the sums go whole, and only the last call stays live.
+    publish(settings.snapshots_dir, "s4", {settings.writer_id: mark + 2}, [month_row(t["tenant_id"], anchor, 2000)])
+    assert wait_for(lambda: rt.admission.snapshot_id == "s4")
+    assert client.get("/v1/usage", headers=t["headers"]).json()["monthlyUsage"] == 2000 + tokens[5]
+    assert rt.admission.folded_windows() == 0 and rt.admission.retained_events() == 1
