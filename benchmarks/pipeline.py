@@ -153,14 +153,27 @@ def bench_pipeline(workdir: Path) -> dict:
         speed drifts by seconds between the full and the new-day runs, which the pairs cancel."""
         return statistics.median(r[which] - f[which] for r, f in zip(runs, fixed_before, strict=True))
 
-    fixed_s, full_s, incremental_s = (median(runs, 0) for runs in (fixed_runs, full_runs, incremental_runs))
-    fixed_w, full_w, incremental_w = (median(runs, 1) for runs in (fixed_runs, full_runs, incremental_runs))
-    fixed_c, full_c, incremental_c = (median(runs, 2) for runs in (fixed_runs, full_runs, incremental_runs))
     full_fixed, incremental_fixed = fixed_runs[:REPEATS], fixed_runs[REPEATS:]
-    full_added_s, full_added_w, full_added_c = (added(full_runs, full_fixed, which) for which in (0, 1, 2))
-    incremental_added_s, incremental_added_w, incremental_added_c = (
-        added(incremental_runs, incremental_fixed, which) for which in (0, 1, 2)
-    )
+
+    def figures(which: int, name: str, raw: float) -> dict:
+        """The same figures on another measure of each run: its work (1) or its processor time (2)."""
+        full_added = added(full_runs, full_fixed, which)
+        incremental_added = added(incremental_runs, incremental_fixed, which)
+        return {
+            f"pipeline.fixed_{name}_s": round(median(fixed_runs, which), 2),
+            f"pipeline.full_{name}_s": round(median(full_runs, which), 2),
+            f"pipeline.incremental_{name}_s": round(median(incremental_runs, which), 2),
+            f"pipeline.full_added_{name}_s": round(full_added, 2),
+            f"pipeline.incremental_added_{name}_s": round(incremental_added, 2),
+            f"pipeline.full_vs_raw_ratio_by_{name}": _ratio(full_added, raw),
+            f"pipeline.incremental_vs_full_ratio_by_{name}": _ratio(incremental_added, full_added),
+            f"pipeline.fixed_runs_{name}_s": [round(r[which], 2) for r in fixed_runs],
+            f"pipeline.full_runs_{name}_s": [round(r[which], 2) for r in full_runs],
+            f"pipeline.incremental_runs_{name}_s": [round(r[which], 2) for r in incremental_runs],
+        }
+
+    fixed_s, full_s, incremental_s = (median(runs, 0) for runs in (fixed_runs, full_runs, incremental_runs))
+    full_added_s, incremental_added_s = added(full_runs, full_fixed, 0), added(incremental_runs, incremental_fixed, 0)
     return {
         "pipeline.events": EVENTS,
         "pipeline.tenants": TENANTS,
@@ -180,24 +193,9 @@ def bench_pipeline(workdir: Path) -> dict:
         "pipeline.fixed_runs_s": [round(r[0], 1) for r in fixed_runs],
         "pipeline.full_runs_s": [round(r[0], 1) for r in full_runs],
         "pipeline.incremental_runs_s": [round(r[0], 1) for r in incremental_runs],
-        # The same, on the work inside each run (dbt node times + Python asset steps; see the module's doc).
-        "pipeline.fixed_work_s": round(fixed_w, 2),
-        "pipeline.full_work_s": round(full_w, 2),
-        "pipeline.incremental_work_s": round(incremental_w, 2),
-        "pipeline.full_added_work_s": round(full_added_w, 2),
-        "pipeline.incremental_added_work_s": round(incremental_added_w, 2),
-        "pipeline.full_vs_raw_ratio_by_work": _ratio(full_added_w, raw_s),
-        "pipeline.incremental_vs_full_ratio_by_work": _ratio(incremental_added_w, full_added_w),
-        # The same, on the processor time of each run (see the module's doc); every run's, to show its spread.
-        "pipeline.fixed_cpu_s": round(fixed_c, 2),
-        "pipeline.full_cpu_s": round(full_c, 2),
-        "pipeline.incremental_cpu_s": round(incremental_c, 2),
+        # The same, on the work inside each run (dbt node times + Python asset steps) and on its processor time
+        # (see the module's doc).
+        **figures(1, "work", raw_s),
         "pipeline.raw_groupby_cpu_s": round(raw_cpu, 2),
-        "pipeline.full_added_cpu_s": round(full_added_c, 2),
-        "pipeline.incremental_added_cpu_s": round(incremental_added_c, 2),
-        "pipeline.full_vs_raw_ratio_by_cpu": _ratio(full_added_c, raw_cpu),
-        "pipeline.incremental_vs_full_ratio_by_cpu": _ratio(incremental_added_c, full_added_c),
-        "pipeline.fixed_runs_cpu_s": [round(r[2], 2) for r in fixed_runs],
-        "pipeline.full_runs_cpu_s": [round(r[2], 2) for r in full_runs],
-        "pipeline.incremental_runs_cpu_s": [round(r[2], 2) for r in incremental_runs],
+        **figures(2, "cpu", raw_cpu),
     }

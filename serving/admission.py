@@ -125,6 +125,15 @@ class Folded:
     events: int = 0
 
 
+def _sum_into(sums: dict[tuple, list[Num]], event: tuple) -> None:
+    """Add an event, (seq, *Counted), to the sums of its (tenant, key, end user, day, month)."""
+    counts = sums.get(event[1:6])
+    if counts is None:
+        counts = sums[event[1:6]] = [0] * len(METERS)
+    for i, amount in enumerate(event[6:]):
+        counts[i] += amount
+
+
 # How many (tenant, key, end user, day, month) the request path keeps ready, both their window keys and their
 # live entries: bounded, since every day brings new ones.
 _MAX_ENTRIES = 8192
@@ -324,15 +333,9 @@ class Admission:
         folded = self._folded.get(writer_id)
         if folded is None:
             folded = self._folded[writer_id] = Folded(0, {}, retained[0][4])
-        sums = folded.sums
         for _ in range(max(1, self.max_retained // 64)):
             event = retained.popleft()
-            where = event[1:6]
-            counts = sums.get(where)
-            if counts is None:
-                counts = sums[where] = [0] * len(METERS)
-            for i, amount in enumerate(event[6:]):
-                counts[i] += amount
+            _sum_into(folded.sums, event)
             if event[4] < folded.first_day:
                 folded.first_day = event[4]
             folded.events += 1
@@ -427,12 +430,7 @@ class Admission:
             if event[0] > mark or not any(event[6:]):
                 continue
             count += 1
-            where = event[1:6]
-            counts = taken.get(where)
-            if counts is None:
-                counts = taken[where] = [0] * len(METERS)
-            for i, amount in enumerate(event[6:]):
-                counts[i] += amount
+            _sum_into(taken, event)
         for where, amounts in taken.items():
             have = folded.sums.get(where)
             if have is None or any(amount > had for amount, had in zip(amounts, have, strict=True)):
