@@ -10,10 +10,10 @@ Each run's `work` is also reported: the time inside it that does the pipeline's 
 dbt node's execution time, plus every Python asset's step), without the start-up of Python, Dagster and dbt, whose
 spread between identical runs is as large as a new day's work. The `*_by_work` ratios are the same formulas on it.
 
-And each run's `cpu`: the processor time it took (this process and its dbt subprocesses, user + system). The wall
-time of identical runs spreads by as much as half a second with the host's stalls (fsync, scheduling), which the
-processor time does not see: what a new day adds is measured best by it. The `*_by_cpu` ratios are the same formulas
-on it (the bare GROUP BY's processor time for full_vs_raw)."""
+And each run's `cpu`: the processor time it took (this process and its dbt subprocesses, user + system), which the
+host's I/O stalls (fsync) do not reach; the drift of the machine's speed does (identical one-event runs spread by
+about a second either way). The `*_by_cpu` ratios are the same formulas on it (the bare GROUP BY's processor time
+for full_vs_raw)."""
 
 import os
 import resource

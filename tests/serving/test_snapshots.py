@@ -213,7 +213,7 @@ def test_a_snapshot_among_folded_events_rereads_them_from_the_log(client, tenant
         for i in range(6)
     ]
     assert rt.admission.retained_events() == 2 and rt.admission.folded_windows() > 0
-    mark = first_seq + 2  # the first three calls: folded, the watermark among them
+    mark = first_seq + 2  # the first three calls; the first four are folded, so the watermark falls among them
     assert rt.admission.rereads({settings.writer_id: mark})
     since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     assert wait_for(lambda: read_events_after(settings.events_dir, {}, since).num_rows >= 6)  # rolled to Parquet
