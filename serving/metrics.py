@@ -84,7 +84,12 @@ class RuntimeCollector:
                 rt.admission.folded_windows(),
             ),
             ("chatmeter_log_events_written", "events made durable by this writer", getattr(log, "events_written", 0)),
-            ("chatmeter_log_batches", "group commits (one fsync each)", getattr(log, "batches", 0)),
+            ("chatmeter_log_batches", "group commits (one synchronous write each)", getattr(log, "batches", 0)),
+            (
+                "chatmeter_log_write_seconds",
+                "time in the group commits' synchronous writes (their data on disk)",
+                getattr(log, "write_seconds_total", 0),
+            ),
             ("chatmeter_log_write_errors", "failed group commits", getattr(log, "write_errors", 0)),
             ("chatmeter_log_rolls", "WAL segments rolled into Parquet", getattr(log, "rolls", 0)),
             ("chatmeter_snapshot_errors", "limit snapshots refused (corrupt, or unreadable)", rt.snapshot_errors),
