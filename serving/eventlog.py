@@ -384,8 +384,8 @@ class EventLog:
                 self._seal()
 
     def _commit(self, batch: list[_Append]) -> int:
-        """In the commit thread: write the batch as one record (seqs first, first+1, ...) with one write and
-        one synchronous write; return first."""
+        """In the commit thread: write the batch as one record (seqs first, first+1, ...) with one synchronous
+        write; return first."""
         if self._dirty_len is not None:
             self._restore_length()
         if self._fd is None:
