@@ -145,7 +145,9 @@ class Runtime:
             self.admission.record(writer, seq, counted)
 
     def _counted(self, table) -> Iterator[tuple[str, int, Counted]]:
-        """Each event of `table` (COUNTED_COLUMNS) as admission counts it: (writer, seq, what it adds)."""
+        """Each event of `table` (COUNTED_COLUMNS) that adds to a meter, as admission counts it: (writer, seq, what it
+        adds). Like a settled call's, an event that adds nothing (a refusal) is not counted: it would only keep
+        empty windows and a retained entry until the next snapshot."""
         anchors = {t.tenant_id: t.anchor_day for t in self.store.list_tenants()}
         for row in table.to_pylist():
             usage = Usage(
@@ -154,9 +156,10 @@ class Runtime:
                 embedding_tokens=row["embedding_tokens"] or 0,
             )
             amounts = quantities(row["kind"], row["status"], usage, row["credits"] or 0)
-            subject = Subject(row["tenant_id"], row["api_key_id"] or "", row["end_user_id"] or "")
-            anchor = anchors.get(row["tenant_id"], 1)
-            yield row["writer_id"], row["seq"], contributions(subject, anchor, row["occurred_at"], amounts)
+            if amounts:
+                subject = Subject(row["tenant_id"], row["api_key_id"] or "", row["end_user_id"] or "")
+                anchor = anchors.get(row["tenant_id"], 1)
+                yield row["writer_id"], row["seq"], contributions(subject, anchor, row["occurred_at"], amounts)
 
     def _read_folded(self, wanted: dict[str, tuple[int, int, int]]) -> dict[str, list[tuple]]:
         """Per writer of `wanted` (admission's rereads), its events in (after, up to] from the log, as admission

@@ -196,6 +196,29 @@ def test_restart_rebuilds_counters_from_snapshot_and_log(settings, admin_headers
         assert client.get("/v1/usage", headers=headers).json()["monthlyUsage"] == total
 
 
+def test_restart_counts_no_refusal_from_the_log(settings, admin_headers):
+    """A refused call's event adds nothing: the start-up rebuild keeps it out of the live counters, as the running
+    API did when it refused it (no retained entry, no empty window)."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    with TestClient(create_app(settings)) as client:
+        t = client.post("/admin/tenants", json={"name": "A", "plan": "free"}, headers=admin_headers).json()
+        headers = {"Authorization": f"Bearer {t['api_key']}"}
+        rt = client.app.state.runtime
+        anchor = rt.store.get_tenant(t["tenant_id"]).anchor_day
+        publish(settings.snapshots_dir, "full", {}, [month_row(t["tenant_id"], anchor, 10_000)])
+        assert wait_for(lambda: rt.admission.snapshot_id == "full")
+        assert client.post("/v1/chat/completions", json=chat_body("hi"), headers=headers).status_code == 429
+        assert rt.admission.retained_events() == 0
+    with TestClient(create_app(settings)) as client:
+        admission = client.app.state.runtime.admission
+        assert admission.snapshot_id == "full"
+        assert admission.retained_events() == 0
+        assert admission.live == {}
+
+
 def test_a_snapshot_among_folded_events_rereads_them_from_the_log(client, tenants, settings):
     """With the oldest live events folded into sums (as while no snapshot comes for long), a snapshot whose
     watermark falls among them takes exactly those back, re-read from the Parquet log."""
