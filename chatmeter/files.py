@@ -8,13 +8,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def fsync_dir(path: Path) -> None:
-    """Make the folder's entries (a rename, a new file) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def _fsync(path: Path, flags: int = os.O_RDONLY) -> None:
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the folder's entries (a rename, a new file) durable."""
+    _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
 
 
 def ensure_dir(path: Path) -> None:
@@ -30,10 +34,6 @@ def write_parquet(table: pa.Table, path: Path, **options) -> None:
     ensure_dir(path.parent)
     temp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, temp, **options)
-    fd = os.open(temp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(temp)
     os.replace(temp, path)
     fsync_dir(path.parent)
