@@ -7,7 +7,6 @@ delivered is metered.
 
 import errno
 import logging
-import os
 from contextlib import contextmanager
 
 import httpx
@@ -17,11 +16,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from chatmeter.schemas import EVENT_SCHEMA
+from serving import eventlog
 from serving.app import create_app
 from serving.providers import make_provider
 from serving.providers.base import ChatRequest
 from tests.conftest import Tenants, chat_body
 from tests.doubles import OPENAI_KEY, Behaviour
+from tests.doubles.faulty_disk import FaultyDisk
 from tests.hardness.conftest import meter, serve_in_thread, sse_events, wait_for
 from tests.serving.test_snapshots import month_row, publish, publish_table
 
@@ -57,6 +58,8 @@ def assert_envelope(r: httpx.Response, status: int, code: str) -> dict:
 
 @pytest.mark.parametrize("refusal", [errno.ENOSPC, errno.EROFS], ids=["disk-full", "read-only"])
 def test_a_log_that_cannot_be_written_answers_503_acknowledges_nothing_and_recovers(settings, monkeypatch, refusal):
+    disk = FaultyDisk(settings.data_dir.parent / "disk.json")
+    monkeypatch.setattr(eventlog, "WRITER_COMMAND", disk.command)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         rt = client.app.state.runtime
         t = Tenants(client).create("pro")
@@ -66,10 +69,7 @@ def test_a_log_that_cannot_be_written_answers_503_acknowledges_nothing_and_recov
         before = client.get("/v1/usage", headers=t["headers"]).json()
         written = rt.log.events_written
 
-        def refuse(fd: int, data: bytes) -> None:
-            raise OSError(refusal, os.strerror(refusal))
-
-        monkeypatch.setattr(rt.log, "_write", refuse)
+        disk.fail(write="refuse", errno=refusal)
         retry = {**t["headers"], "Idempotency-Key": "written-once"}
         r = client.post(CHAT, json=chat_body("while the disk refuses"), headers=retry)
         assert_envelope(r, 503, "log_unavailable")
@@ -88,7 +88,7 @@ def test_a_log_that_cannot_be_written_answers_503_acknowledges_nothing_and_recov
         assert rt.admission.open_holds() == 0
         assert client.get("/v1/usage", headers=t["headers"]).json()["meters"] == before["meters"]
 
-        monkeypatch.undo()  # the disk is back
+        disk.heal()  # the disk is back
         again = client.post(CHAT, json=chat_body("while the disk refuses"), headers=retry)
         assert again.status_code == 200 and "idempotent-replayed" not in again.headers
         streamed = client.post(CHAT, json=chat_body("after the fault", stream=True), headers=t["headers"])

@@ -2,7 +2,6 @@
 
 import asyncio
 import errno
-import fcntl
 import os
 import shutil
 from datetime import UTC, date, datetime, timedelta
@@ -17,6 +16,7 @@ from chatmeter.ids import uuid7
 from chatmeter.schemas import EVENT_SCHEMA, TRANSCRIPT_SCHEMA
 from serving import eventlog
 from serving.eventlog import IDEMPOTENCY_SCHEMA, EventLog, LogUnavailable, read_events_after
+from tests.doubles.faulty_disk import FaultyDisk
 
 T0 = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -96,12 +96,20 @@ def run_and_crash(data_dir: Path, body, writer_id: str = "api", **options):
         await log.start()
         return await body(log)
 
-    result = asyncio.run(main())  # cancels the committer and roller where they stand
-    if log._fd is not None:
-        os.close(log._fd)
-    log._stop_commit_thread()
+    result = asyncio.run(main())  # cancels the roller where it stands
+    log._writer.kill()  # what a crash leaves is what the writer had written
+    log._writer.wait()
+    log._sock.close()
     log._roll_pool.shutdown()
     return result
+
+
+@pytest.fixture
+def disk(tmp_path, monkeypatch) -> FaultyDisk:
+    """The logs started in this test write through a disk that fails when told."""
+    disk = FaultyDisk(tmp_path / "disk.json")
+    monkeypatch.setattr(eventlog, "WRITER_COMMAND", disk.command)
+    return disk
 
 
 def parquet_files(root: Path) -> list[Path]:
@@ -252,7 +260,11 @@ def test_segments_are_opened_for_synchronous_writes(tmp_path):
 
     async def body(log):
         await log.submit(make_event())
-        return fcntl.fcntl(log._fd, fcntl.F_GETFL)
+        # The writer process's descriptor of the segment, and its flags (octal) as the kernel shows them.
+        fds = Path(f"/proc/{log._writer.pid}/fd")
+        (fd,) = [fd.name for fd in fds.iterdir() if os.readlink(fd) == str(log._seg_path)]
+        flags = Path(f"/proc/{log._writer.pid}/fdinfo/{fd}").read_text().split("flags:")[1].split()[0]
+        return int(flags, 8)
 
     assert run_log(tmp_path, body) & os.O_DSYNC == os.O_DSYNC
 
@@ -353,7 +365,7 @@ def test_a_cancelled_append_is_still_written(tmp_path):
     assert event["event_id"] in read_all(tmp_path / "events")["event_id"].to_pylist()
 
 
-def test_on_done_tells_a_cancelled_caller_s_seq_and_a_failed_batch(tmp_path, monkeypatch):
+def test_on_done_tells_a_cancelled_caller_s_seq_and_a_failed_batch(tmp_path, disk):
     """Serving counts an event from on_done: it must run for a caller gone away, and say when nothing counts."""
     done: list[tuple[str, int | None]] = []
 
@@ -364,11 +376,11 @@ def test_on_done_tells_a_cancelled_caller_s_seq_and_a_failed_batch(tmp_path, mon
         task.cancel()
         assert await log.submit(make_event(), on_done=lambda seq: done.append(("second", seq))) == 2
         assert done == [("first", 1), ("second", 2)] and first["seq"] == 1
-        monkeypatch.setattr(log, "_write", _enospc)
+        disk.fail(write="refuse")
         with pytest.raises(LogUnavailable):
             await log.submit(make_event(), on_done=lambda seq: done.append(("failed", seq)))
         assert done[-1] == ("failed", None)
-        monkeypatch.undo()
+        disk.heal()
         with pytest.raises(ValueError):  # refused at once: on_done is never called
             await log.submit(make_event(occurred_at=None), on_done=lambda seq: done.append(("refused", seq)))
         assert len(done) == 3
@@ -539,21 +551,17 @@ def test_recovery_ignores_other_writers_segments(tmp_path):
 # --- the disk refusing writes ---
 
 
-def _enospc(*args):
-    raise OSError(errno.ENOSPC, "No space left on device")
-
-
-def test_a_failed_write_fails_its_batch_and_the_log_recovers_by_itself(tmp_path, monkeypatch):
+def test_a_failed_write_fails_its_batch_and_the_log_recovers_by_itself(tmp_path, disk):
     async def body(log):
         assert await log.submit(make_event()) == 1
         size = os.path.getsize(log._seg_path)
-        monkeypatch.setattr(log, "_write", _enospc)
+        disk.fail(write="refuse")
         failed = [make_event() for _ in range(5)]
         results = await asyncio.gather(*(log.submit(e) for e in failed), return_exceptions=True)
         assert all(isinstance(r, LogUnavailable) for r in results)
         assert os.path.getsize(log._seg_path) == size
         assert log.write_errors == 1
-        monkeypatch.undo()
+        disk.heal()
         assert await log.submit(make_event()) == 2  # the failed batch took no seq
         return {e["event_id"] for e in failed}
 
@@ -563,28 +571,22 @@ def test_a_failed_write_fails_its_batch_and_the_log_recovers_by_itself(tmp_path,
     assert not failed & set(table["event_id"].to_pylist())
 
 
-def test_a_half_written_batch_is_cut_off(tmp_path, monkeypatch):
+def test_a_half_written_batch_is_cut_off(tmp_path, disk):
     async def body(log):
         await log.submit(make_event())
         size = os.path.getsize(log._seg_path)
-        real_write = log._write
-
-        def half_then_full(fd, data):
-            os.write(fd, data[: len(data) // 2])
-            _enospc()
-
-        monkeypatch.setattr(log, "_write", half_then_full)
+        disk.fail(write="half")
         with pytest.raises(LogUnavailable):
             await log.submit(make_event())
         assert os.path.getsize(log._seg_path) == size
-        monkeypatch.setattr(log, "_write", real_write)
+        disk.heal()
         return await log.submit(make_event())
 
     assert run_log(tmp_path, body, roll_bytes=1 << 30, roll_age_s=3600) == 2
     assert sorted(read_all(tmp_path / "events")["seq"].to_pylist()) == [1, 2]
 
 
-def test_an_unsynced_batch_that_cannot_be_cut_off_yet_is_cut_before_the_next_write(tmp_path, monkeypatch):
+def test_an_unsynced_batch_that_cannot_be_cut_off_yet_is_cut_before_the_next_write(tmp_path, disk):
     """The batch reached the file but its synchronous write failed (its data not known to be on disk), and the
     truncation fails too (read-only now): its records must never count, though they are whole and their CRCs
     check out. Checked from the WAL, as a crash would leave it."""
@@ -593,20 +595,13 @@ def test_an_unsynced_batch_that_cannot_be_cut_off_yet_is_cut_before_the_next_wri
     async def body(log):
         await log.submit(make_event())
         size = os.path.getsize(log._seg_path)
-        real_write = log._write
-
-        def written_not_synced(fd, data):
-            real_write(fd, data)
-            _enospc()
-
-        monkeypatch.setattr(log, "_write", written_not_synced)
-        monkeypatch.setattr(eventlog.os, "ftruncate", lambda fd, n: _enospc())
+        disk.fail(write="after", truncate=True)
         with pytest.raises(LogUnavailable):
             await log.submit(failed)
         assert os.path.getsize(log._seg_path) > size  # still there
         with pytest.raises(LogUnavailable):  # still cannot cut it: refuse rather than write after it
             await log.submit(make_event())
-        monkeypatch.undo()
+        disk.heal()
         assert await log.submit(make_event()) == 2
         return log.write_errors
 
@@ -617,20 +612,42 @@ def test_an_unsynced_batch_that_cannot_be_cut_off_yet_is_cut_before_the_next_wri
     assert failed["event_id"] not in table["event_id"].to_pylist()
 
 
-def test_a_segment_that_cannot_be_created_fails_the_batch_only(tmp_path, monkeypatch):
+def test_a_segment_that_cannot_be_created_fails_the_batch_only(tmp_path, disk):
     async def body(log):
-        real_open = log._open_segment
-
-        def refuse():
-            raise OSError(errno.EROFS, "Read-only file system")
-
-        monkeypatch.setattr(log, "_open_segment", refuse)
+        disk.fail(open=True)
         with pytest.raises(LogUnavailable):
             await log.submit(make_event())
-        monkeypatch.setattr(log, "_open_segment", real_open)
+        assert log._seg_path is None
+        disk.heal()
         return await log.submit(make_event())
 
     assert run_log(tmp_path, body) == 1
+
+
+def test_a_writer_process_that_dies_mid_batch_fails_it_and_the_next_one_cuts_it_off(tmp_path, disk):
+    """The batch in flight fails (its bytes may be in the segment); a new writer reopens the segment, cuts them
+    off, and goes on; a writer killed between batches is replaced without failing any."""
+    failed = make_event()
+
+    async def body(log):
+        assert await log.submit(make_event()) == 1
+        size, first = os.path.getsize(log._seg_path), log._writer.pid
+        disk.fail(write="die")
+        with pytest.raises(LogUnavailable):
+            await log.submit(failed)
+        disk.heal()
+        assert await log.submit(make_event()) == 2
+        assert log._writer.pid != first
+        assert os.path.getsize(log._seg_path) > size
+        log._writer.kill()
+        await asyncio.sleep(0.2)  # the log sees its socket close
+        assert await log.submit(make_event()) == 3
+        return log.write_errors
+
+    assert run_log(tmp_path, body, roll_bytes=1 << 30, roll_age_s=3600) == 1
+    table = read_all(tmp_path / "events")
+    assert sorted(table["seq"].to_pylist()) == [1, 2, 3]
+    assert failed["event_id"] not in table["event_id"].to_pylist()
 
 
 # --- reading back ---
