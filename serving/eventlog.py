@@ -86,6 +86,7 @@ _NEVER = 1 << 62
 _WRITER_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 # The writer process, given its end of the socket; tests run a faulty disk's instead (tests/doubles).
 WRITER_COMMAND = [sys.executable, "-m", "serving.walwriter"]
+_SOCKET_BUFFER = 4 << 20
 _EVENT_PARTITIONING = ds.partitioning(pa.schema([("event_date", pa.date32())]), flavor="hive")
 
 
@@ -263,6 +264,8 @@ class EventLog:
         finally:
             theirs.close()
         ours.setblocking(False)
+        # Room for a whole batch under load (hundreds of KB), so that it goes in one call (the system caps it).
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
         self._sock, self._writer_segment = ours, False
         self._loop.add_reader(ours.fileno(), self._on_readable)
 
