@@ -1,17 +1,18 @@
 """The durable usage log: group commit to a write-ahead log, synchronously written, rolled into Parquet.
 
-`EventLog.submit` gives an event's seq only once the event is on disk. Every pending append is handed as one
-batch to the WAL's writer, a process of its own (serving.walwriter), which appends it to the active segment
-with one synchronous write; one batch at a time, the next handed over as soon as the last is on disk (or, when
-a batch resumed many callers at once, once half of their next appends are in). Its answer comes back on a
-socket the event loop watches, and resolves all the batch's appends: no executor, no task woken in between. A
-process rather than a thread, because it has its own GIL: a commit thread had to retake the GIL twice per
-batch, each time waiting for the busy loop to let go of it, and under load the loop then sat idle waiting for
-batches (an A/B here, 32 connections, with a first cut of this design: 0.82 of the unmetered route's throughput
-with the thread, 0.88 with a process; latency added at the median 1.7 -> 1.0 ms). Segments are opened O_DSYNC: a write returns once its data is on disk, as a write and an fdatasync would. A batch that fails
-(disk full, read-only, the writer gone) fails all its appends with LogUnavailable, takes no seq and is cut off
-the segment; when even that fails, nothing more is written until it succeeds. A writer that dies is replaced
-by the next batch, which reopens the segment and first cuts off what the dead one may have left of its batch.
+`EventLog.submit` gives an event's seq only once the event is on disk. Every pending append is handed as one batch
+to the WAL's writer, a process of its own (serving.walwriter), which appends it to the active segment with one
+synchronous write; one batch at a time, the next handed over as soon as the last is on disk (or, when a batch
+resumed many callers at once, once half of their next appends are in). Its answer comes back on a socket the event
+loop watches, and resolves all the batch's appends: no executor, no task woken in between. A process rather than a
+thread, because it has its own GIL: a commit thread had to retake the GIL twice per batch, each time waiting for
+the busy loop to let go of it, and under load the loop then sat idle waiting for batches (an A/B here, 32
+connections, with a first cut of this design: 0.82 of the unmetered route's throughput with the thread, 0.88 with a
+process; latency added at the median 1.7 -> 1.0 ms). Segments are opened O_DSYNC: a write returns once its data is
+on disk, as a write and an fdatasync would. A batch that fails (disk full, read-only, the writer gone) fails all
+its appends with LogUnavailable, takes no seq and is cut off the segment; when even that fails, nothing more is
+written until it succeeds. A writer that dies is replaced by the next batch, which reopens the segment and first
+cuts off what the dead one may have left of its batch.
 
 A segment older than `roll_age_s` or larger than `roll_bytes` is sealed and converted, in a background
 thread and strictly in seq order, into hive-partitioned Parquet files (events, transcripts, idempotency
