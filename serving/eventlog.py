@@ -395,7 +395,8 @@ class EventLog:
                 self._dirty_len = start
             then(OSError(errno_ or errno.EIO, message))
             return
-        self._seg_len = start + size if size else self._seg_len
+        if size:
+            self._seg_len = start + size
         then(None)
 
     # --- appending ---

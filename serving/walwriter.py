@@ -29,6 +29,9 @@ import socket
 import struct
 import sys
 import time
+from pathlib import Path
+
+from chatmeter.files import fsync_dir
 
 # open mode (NO_OPEN, CREATE, REOPEN), cut_to (-1: no cut), start (the segment's length before the write),
 # path length, data length
@@ -41,20 +44,12 @@ OPENED, CUT, WRITTEN, UNCUT = 1, 2, 4, 8  # UNCUT: the failed write's bytes may 
 _SEGMENT_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_DSYNC | os.O_CLOEXEC
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _open(path: str, mode: int) -> int:
     """The segment, opened for synchronous appends; its creation durable (the folder fsynced)."""
     flags = _SEGMENT_FLAGS | os.O_CREAT | (os.O_EXCL if mode == CREATE else 0)
     fd = os.open(path, flags, 0o644)
     try:
-        _fsync_dir(os.path.dirname(path))
+        fsync_dir(Path(path).parent)
     except OSError:
         os.close(fd)
         if mode == CREATE:
