@@ -4,8 +4,8 @@ clients, CPU of the event-loop thread per request, metered vs unmetered, alterna
     python -m benchmarks.inprocess [--requests 10000] [--rounds 5] [--profile out.prof]
 
 With --profile, the first metered round runs under cProfile (read it with `python -m pstats out.prof`). The
-event-loop thread is what saturates under load, so its CPU per request is what bounds throughput; the
-commit and roll threads are left out (they mostly wait on the disk or run outside the GIL).
+event-loop thread is what saturates under load, so its CPU per request is what bounds throughput; the WAL's
+writer process and the roll thread are left out (they mostly wait on the disk or run outside the GIL).
 """
 
 import argparse

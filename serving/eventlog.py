@@ -5,14 +5,15 @@ to the WAL's writer, a process of its own (serving.walwriter), which appends it 
 synchronous write; one batch at a time, the next handed over as soon as the last is on disk (or, when a batch
 resumed many callers at once, once half of their next appends are in). Its answer comes back on a socket the event
 loop watches, and resolves all the batch's appends: no executor, no task woken in between. A process rather than a
-thread, because it has its own GIL: a commit thread had to retake the GIL twice per batch, each time waiting for
-the busy loop to let go of it, and under load the loop then sat idle waiting for batches (an A/B here, 32
-connections, with a first cut of this design: 0.82 of the unmetered route's throughput with the thread, 0.88 with a
-process; latency added at the median 1.7 -> 1.0 ms). Segments are opened O_DSYNC: a write returns once its data is
-on disk, as a write and an fdatasync would. A batch that fails (disk full, read-only, the writer gone) fails all
-its appends with LogUnavailable, takes no seq and is cut off the segment; when even that fails, nothing more is
-written until it succeeds. A writer that dies is replaced by the next batch, which reopens the segment and first
-cuts off what the dead one may have left of its batch.
+thread, because it has its own GIL: a commit thread had to retake the GIL twice per batch, each time waiting for the
+busy loop to let go of it, and under load the loop then sat idle waiting for batches (an A/B here, 32 connections,
+with a first cut of this design: 0.82 of the unmetered route's throughput with the thread, 0.88 with a process;
+latency added at the median 1.7 -> 1.0 ms). Segments are opened O_DSYNC: a write returns once its data is on disk,
+as a write and an fdatasync would; a new segment is a zero-filled file the writer made ahead, so that these writes
+do not grow it (see serving.walwriter). A batch that fails (disk full, read-only, the writer gone) fails all its
+appends with LogUnavailable, takes no seq and is cut off the segment; when even that fails, nothing more is written
+until it succeeds. A writer that dies is replaced by the next batch, which reopens the segment and first cuts off
+what the dead one may have left of its batch.
 
 A segment older than `roll_age_s` or larger than `roll_bytes` is sealed and converted, in a background
 thread and strictly in seq order, into hive-partitioned Parquet files (events, transcripts, idempotency
@@ -26,7 +27,7 @@ big-endian CRC32 of the payload, payload: the batch's first seq (8 bytes, big-en
 per append, "\n"-separated, whose seqs are first, first+1, ... in order. A line is
 {"event": {...}, "transcripts": [...], "idem": {...} | null}, Decimal as string, datetime as ISO 8601,
 without the seq (so appends are encoded before their batch is given its seqs). Segment files:
-wal/<writer_id>.<first_seq:012d>.wal.
+wal/<writer_id>.<first_seq:012d>.wal; one made ahead ends in zeros (no record has a length of 0).
 """
 
 from __future__ import annotations
@@ -190,12 +191,15 @@ class EventLog:
         for path in (self.wal_dir, self.events_dir, self.transcripts_dir, self.idempotency_dir):
             ensure_dir(path)
         self._remove_own_temp_files()
+        walwriter.spare_path(self.wal_dir, self.writer_id).unlink(missing_ok=True)  # a crashed writer's
         last = self._last_seq_in_parquet()
         for path in self._segments():
             batches, valid, size = _read_segment(path)
             if valid < size:
-                log.warning("event log: cutting a torn tail of %d bytes off %s", size - valid, path.name)
                 with open(path, "r+b") as f:
+                    f.seek(valid)
+                    if f.read().strip(b"\0"):  # else the unused zeros of a segment made ahead (walwriter.Spare)
+                        log.warning("event log: cutting a torn tail of %d bytes off %s", size - valid, path.name)
                     f.truncate(valid)
                     os.fsync(f.fileno())
             if batches:

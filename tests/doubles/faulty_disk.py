@@ -52,23 +52,23 @@ def main() -> int:
     def faults() -> dict:
         return json.loads(control.read_text())
 
-    def open_(path, mode):
+    def open_(path, mode, spare=None):
         if faults().get("open"):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-        return real_open(path, mode)
+        return real_open(path, mode, spare)
 
-    def write(fd, data):
+    def write(fd, data, at):
         told = faults()
         how = told.get("write")
         if how in ("half", "die"):
-            os.write(fd, data[: len(data) // 2])
+            os.pwrite(fd, data[: len(data) // 2], at)
             if how == "die":
                 os._exit(1)
         elif how == "after":
-            real_write(fd, data)
+            real_write(fd, data, at)
         if how:
             raise _refused(told)
-        real_write(fd, data)
+        real_write(fd, data, at)
 
     def truncate(fd, length):
         if (told := faults()).get("truncate"):

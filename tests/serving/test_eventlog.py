@@ -2,6 +2,7 @@
 
 import asyncio
 import errno
+import logging
 import os
 import shutil
 from datetime import UTC, date, datetime, timedelta
@@ -14,7 +15,7 @@ import pytest
 
 from chatmeter.ids import uuid7
 from chatmeter.schemas import EVENT_SCHEMA, TRANSCRIPT_SCHEMA
-from serving import eventlog
+from serving import eventlog, walwriter
 from serving.eventlog import IDEMPOTENCY_SCHEMA, EventLog, LogUnavailable, read_events_after
 from tests.doubles.faulty_disk import FaultyDisk
 
@@ -121,7 +122,8 @@ def read_all(root: Path, schema=EVENT_SCHEMA):
 
 
 def wal_files(data_dir: Path) -> list[Path]:
-    return sorted((data_dir / "wal").glob("*"))
+    """The WAL's segments (a crash also leaves the writer's spare, walwriter.Spare, which recovery removes)."""
+    return sorted((data_dir / "wal").glob("*.wal"))
 
 
 def snapshot_tree(data_dir: Path) -> dict[str, bytes]:
@@ -417,6 +419,25 @@ def test_recovery_rolls_a_crashed_wal_once_and_cuts_a_torn_tail(tmp_path):
     before = snapshot_tree(tmp_path)
     assert EventLog(tmp_path, "api").recover() == 35
     assert snapshot_tree(tmp_path) == before
+
+
+def test_recovery_reads_a_segment_made_ahead_up_to_its_zeros_and_removes_the_spare(tmp_path, caplog):
+    """A segment that was the writer's spare (walwriter.Spare) ends in zeros: not a torn tail, nothing lost."""
+
+    async def body(log):
+        return await asyncio.gather(*(log.submit(make_event()) for _ in range(12)))
+
+    assert sorted(run_and_crash(tmp_path, body)) == list(range(1, 13))
+    (segment,) = wal_files(tmp_path)
+    with open(segment, "ab") as f:
+        f.write(bytes(1 << 16))
+    walwriter.spare_path(tmp_path / "wal", "api").write_bytes(bytes(1024))  # as a crash leaves it
+
+    with caplog.at_level(logging.WARNING, logger="serving.eventlog"):
+        assert EventLog(tmp_path, "api").recover() == 12
+    assert "torn" not in caplog.text
+    assert sorted(read_all(tmp_path / "events")["seq"].to_pylist()) == list(range(1, 13))
+    assert list((tmp_path / "wal").iterdir()) == []
 
 
 def _crash_with_batches(data_dir: Path) -> dict[str, int]:
