@@ -191,7 +191,8 @@ class EventLog:
         for path in (self.wal_dir, self.events_dir, self.transcripts_dir, self.idempotency_dir):
             ensure_dir(path)
         self._remove_own_temp_files()
-        walwriter.spare_path(self.wal_dir, self.writer_id).unlink(missing_ok=True)  # a crashed writer's
+        # A crashed writer's spare segment (walwriter.Spare): its next writer makes a new one.
+        walwriter.spare_path(self.wal_dir, self.writer_id).unlink(missing_ok=True)
         last = self._last_seq_in_parquet()
         for path in self._segments():
             batches, valid, size = _read_segment(path)
