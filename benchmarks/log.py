@@ -1,4 +1,4 @@
-"""Durable appends by the event log alone: many concurrent appenders, group commit with fsync."""
+"""Durable appends by the event log alone: many concurrent appenders, group commit, synchronous writes."""
 
 import asyncio
 import resource

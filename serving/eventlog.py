@@ -195,12 +195,11 @@ class EventLog:
         walwriter.spare_path(self.wal_dir, self.writer_id).unlink(missing_ok=True)
         last = self._last_seq_in_parquet()
         for path in self._segments():
-            batches, valid, size = _read_segment(path)
+            batches, valid, size, torn = _read_segment(path)
             if valid < size:
+                if torn:
+                    log.warning("event log: cutting a torn tail of %d bytes off %s", size - valid, path.name)
                 with open(path, "r+b") as f:
-                    f.seek(valid)
-                    if f.read().strip(b"\0"):  # else the unused zeros of a segment made ahead (walwriter.Spare)
-                        log.warning("event log: cutting a torn tail of %d bytes off %s", size - valid, path.name)
                     f.truncate(valid)
                     os.fsync(f.fileno())
             if batches:
@@ -751,9 +750,10 @@ def _chunks(records: list[bytes], first: int) -> Iterable[tuple[int, int, bytes]
     yield first + start, len(records) - start, b"\n".join(records[start:])
 
 
-def _read_segment(path: Path) -> tuple[list[tuple[int, int, bytes]], int, int]:
+def _read_segment(path: Path) -> tuple[list[tuple[int, int, bytes]], int, int, bool]:
     """The batches (first seq, count, JSON lines) of the records that check out, up to the first that does
-    not; that record's offset; the file's size."""
+    not; that record's offset; the file's size; whether anything but zeros follows (else it is the unused end of
+    a segment made ahead, walwriter.Spare, not a torn record)."""
     data = path.read_bytes()
     batches = []
     pos, size = 0, len(data)
@@ -769,7 +769,7 @@ def _read_segment(path: Path) -> tuple[list[tuple[int, int, bytes]], int, int]:
         # orjson escapes newlines inside strings: every "\n" separates two appends.
         batches.append((_FIRST_SEQ.unpack_from(payload)[0], lines.count(b"\n") + 1, lines))
         pos = end
-    return batches, pos, size
+    return batches, pos, size, data.count(0, pos) < size - pos
 
 
 def _read_type(schema: pa.Schema) -> pa.StructType:

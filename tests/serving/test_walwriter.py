@@ -32,9 +32,9 @@ def test_a_new_segment_is_the_spare_made_ahead_and_writes_into_it_do_not_grow_it
     assert data[: len(two) + len(three)] == bytes(two) + bytes(three)
     assert data[len(two) + len(three) :].strip(b"\0") == b""
     assert os.stat(second).st_nlink == 1  # not a second name of the next spare
-    batches, valid, size = eventlog._read_segment(second)
+    batches, valid, size, torn = eventlog._read_segment(second)
     assert [b[:2] for b in batches] == [(3, 1), (4, 1)]
-    assert (valid, size) == (len(two) + len(three), walwriter.SPARE_MIN)
+    assert (valid, size, torn) == (len(two) + len(three), walwriter.SPARE_MIN, False)
 
     writer.spare.remove()
     assert not spare.exists()
