@@ -48,12 +48,14 @@ def serve(host: str, port: int) -> None:
 
     from serving.app import create_app
 
+    settings = _settings()
     uvicorn.run(
-        create_app(_settings()),
+        create_app(settings),
         host=host,
         port=port,
         log_level="warning",
         access_log=False,
+        timeout_keep_alive=settings.keep_alive_s,
         timeout_graceful_shutdown=10,
     )
 

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     # How often the API looks for a new limit snapshot and catalog file change.
     reload_interval_s: float = 0.25
     auth_cache_ttl_s: float = 5.0
+    # How long the API keeps an idle client connection open. Longer than clients keep theirs (httpx and the
+    # OpenAI SDK: 5 s; load balancers: often 60 s), so that the client closes first: a server closing at the
+    # moment a client reuses the connection resets that request.
+    keep_alive_s: int = 75
     grace_days: int = 14
     transcript_retention_days: int = 30
     simulated_latency_ms: float = 0.0

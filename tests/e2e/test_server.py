@@ -1,6 +1,8 @@
 """`chatmeter serve` as a separate process, driven by the official OpenAI SDK."""
 
+import http.client
 import threading
+import time
 import uuid
 from collections import Counter
 
@@ -49,6 +51,29 @@ def test_openai_sdk_streaming_and_not(server):
     assert _usage(server, t["api_key"])["monthlyUsage"] == reported
     server.stop()  # a clean stop rolls the log into Parquet
     assert _logged_tokens(server, t["tenant_id"]) == reported
+
+
+def test_an_idle_connection_stays_open_longer_than_the_sdk_keeps_it(server):
+    """The OpenAI SDK's connections (httpx's default) are reused until idle for 5 s. Had the server closed idle
+    connections after 5 s too (uvicorn's default), a request sent as it closed one was reset: the soak met one
+    such ReadError in 92,000 requests. A connection idle past the client's limit is still served."""
+    client_expiry = httpx.Limits().keepalive_expiry
+    assert client_expiry is not None
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("GET", "/healthz")
+        first = conn.getresponse()
+        first.read()
+        sock = conn.sock
+        time.sleep(client_expiry + 0.5)
+        conn.request("GET", "/healthz")
+        second = conn.getresponse()  # raises RemoteDisconnected had the server closed the connection
+        second.read()
+        reused = sock is not None and conn.sock is sock
+    finally:
+        conn.close()
+    assert (first.status, second.status) == (200, 200)
+    assert reused
 
 
 def test_refusal_reaches_the_sdk_as_a_rate_limit_error_without_retries(server):
