@@ -27,7 +27,8 @@ big-endian CRC32 of the payload, payload: the batch's first seq (8 bytes, big-en
 per append, "\n"-separated, whose seqs are first, first+1, ... in order. A line is
 {"event": {...}, "transcripts": [...], "idem": {...} | null}, Decimal as string, datetime as ISO 8601,
 without the seq (so appends are encoded before their batch is given its seqs). Segment files:
-wal/<writer_id>.<first_seq:012d>.wal; one made ahead ends in zeros (no record has a length of 0).
+wal/<writer_id>.<first_seq:012d>.wal (walwriter.segment_name); one made ahead ends in zeros (no record has a
+length of 0).
 """
 
 from __future__ import annotations
@@ -310,7 +311,7 @@ class EventLog:
                 self._loop.call_soon(self._answer, None, exc)
                 return
         if self._seg_path is None:
-            mode, path = walwriter.CREATE, self.wal_dir / f"{self.writer_id}.{self._next_seq:012d}.wal"
+            mode, path = walwriter.CREATE, self.wal_dir / walwriter.segment_name(self.writer_id, self._next_seq)
         else:
             mode, path = (walwriter.NO_OPEN if self._writer_segment else walwriter.REOPEN), self._seg_path
         cut_to = -1 if self._dirty_len is None else self._dirty_len
@@ -644,7 +645,7 @@ class EventLog:
     def _segments(self) -> list[Path]:
         found = []
         for path in self.wal_dir.glob("*.wal"):
-            writer, _, first = path.name[: -len(".wal")].rpartition(".")
+            writer, first = walwriter.segment_parts(path.name)
             if writer == self.writer_id and first.isdigit():
                 found.append((int(first), path))
         return [path for _, path in sorted(found)]

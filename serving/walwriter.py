@@ -56,6 +56,17 @@ SPARE_MIN, SPARE_MAX = 1 << 20, 16 << 20
 _ZEROS = bytes(1 << 20)
 
 
+def segment_name(writer_id: str, first_seq: int) -> str:
+    """A segment's file name in the WAL folder: <writer_id>.<first seq, 12 digits>.wal."""
+    return f"{writer_id}.{first_seq:012d}.wal"
+
+
+def segment_parts(name: str) -> tuple[str, str]:
+    """A segment_name's writer id and first seq (as written: digits, unless the file is no segment)."""
+    writer_id, _, first = name.removesuffix(".wal").rpartition(".")
+    return writer_id, first
+
+
 def spare_path(folder: Path, writer_id: str) -> Path:
     return folder / f".{writer_id}.spare"
 
@@ -163,7 +174,7 @@ class Writer:
                 if mode == CREATE:
                     segment = Path(path)
                     size = min(SPARE_MAX, max(SPARE_MIN, 2 * self.end))
-                    self.spare.make(segment.parent, segment.name.rsplit(".", 2)[0], size)
+                    self.spare.make(segment.parent, segment_parts(segment.name)[0], size)
                 self.end = start
             if self.fd is None:
                 raise OSError(errno.EBADF, "no segment is open")
